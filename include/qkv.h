@@ -1,0 +1,17 @@
+/* qkv.h — the whole public API of libqkv. Include this one header.
+ *
+ *   core.h   status codes, context (arena + autograd tape), tensors, parameter blocks, RNG
+ *   ops.h    differentiable operations (matmul, activations, softmax, LayerNorm, attention, losses)
+ *   nn.h     modules with parameters: linear, embedding, positions, multi-head attention, FFN,
+ *            encoder / decoder layers and stacks, Bahdanau and Luong attention
+ *   optim.h  SGD, AdamW, gradient clipping, learning-rate schedules
+ */
+#ifndef QKV_H
+#define QKV_H
+
+#include "qkv/core.h"
+#include "qkv/ops.h"
+#include "qkv/nn.h"
+#include "qkv/optim.h"
+
+#endif

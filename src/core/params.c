@@ -1,0 +1,163 @@
+/* params.c — a model's parameters as one contiguous float block, each tensor a named, aligned slice;
+ * the gradients as a second block of the same layout.
+ *
+ * Two phases: declare every tensor (qkv_params_add), then allocate once (qkv_params_alloc). Modules
+ * keep the qkv_tensor pointers they got at declaration; those pointers stay valid for the life of
+ * the block. Optimizers, checkpoints and (later) gradient all-reduce work on the whole block.
+ * Not here: file formats (src/io/), initialisation schemes beyond the simple kinds in qkv_init.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core_int.h"
+
+#define SLICE_ALIGN 16 /* floats: every tensor starts on a 64-byte boundary */
+
+typedef struct {
+    qkv_tensor t;
+    int64_t offset; /* in floats, into the blocks */
+    qkv_init init;
+    int no_decay;
+} param_entry;
+
+struct qkv_params {
+    param_entry **e;
+    int n, cap;
+    int64_t numel, numel_real;
+    float *data, *grad;
+};
+
+qkv_params *qkv_params_new(void) {
+    qkv_params *p = calloc(1, sizeof *p);
+    if (!p) qkv__set_error(QKV_ERR_NOMEM, "qkv_params_new: out of memory");
+    return p;
+}
+
+void qkv_params_free(qkv_params *p) {
+    if (!p) return;
+    for (int i = 0; i < p->n; i++) {
+        free((char *)p->e[i]->t.name);
+        free(p->e[i]);
+    }
+    free(p->e);
+    free(p->data);
+    free(p->grad);
+    free(p);
+}
+
+qkv_tensor *qkv_params_add(qkv_params *p, const char *name, int ndim, const int64_t *shape, qkv_init init,
+                           int no_decay) {
+    if (!p || !name) {
+        qkv__set_error(QKV_ERR_ARG, "qkv_params_add: NULL argument");
+        return NULL;
+    }
+    if (p->data) {
+        qkv__set_error(QKV_ERR_STATE, "qkv_params_add: '%s' declared after the block was allocated", name);
+        return NULL;
+    }
+    if (ndim < 1 || ndim > QKV_MAX_DIMS) {
+        qkv__set_error(QKV_ERR_SHAPE, "qkv_params_add: '%s' has %d dimensions (1..%d)", name, ndim, QKV_MAX_DIMS);
+        return NULL;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] <= 0 || shape[i] > ((int64_t)1 << 40)) {
+            qkv__set_error(QKV_ERR_SHAPE, "qkv_params_add: '%s' dimension %d is %lld", name, i,
+                           (long long)shape[i]);
+            return NULL;
+        }
+        n *= shape[i];
+    }
+    if (qkv_params_find(p, name)) {
+        qkv__set_error(QKV_ERR_ARG, "qkv_params_add: duplicate parameter name '%s'", name);
+        return NULL;
+    }
+    if (p->n == p->cap) {
+        int cap = p->cap ? p->cap * 2 : 32;
+        param_entry **e = realloc(p->e, sizeof *e * (size_t)cap);
+        if (!e) goto oom;
+        p->e = e;
+        p->cap = cap;
+    }
+    param_entry *pe = calloc(1, sizeof *pe);
+    char *nm = strdup(name);
+    if (!pe || !nm) {
+        free(pe);
+        free(nm);
+        goto oom;
+    }
+    pe->t.name = nm;
+    pe->t.ndim = ndim;
+    for (int i = 0; i < QKV_MAX_DIMS; i++) pe->t.shape[i] = i < ndim ? shape[i] : 1;
+    pe->t.requires_grad = 1;
+    pe->offset = p->numel;
+    pe->init = init;
+    pe->no_decay = no_decay;
+    p->numel += (n + SLICE_ALIGN - 1) / SLICE_ALIGN * SLICE_ALIGN;
+    p->numel_real += n;
+    p->e[p->n++] = pe;
+    return &pe->t;
+oom:
+    qkv__set_error(QKV_ERR_NOMEM, "qkv_params_add: out of memory adding '%s'", name);
+    return NULL;
+}
+
+qkv_status qkv_params_alloc(qkv_params *p, uint64_t seed) {
+    if (!p) return qkv__set_error(QKV_ERR_ARG, "qkv_params_alloc: NULL block");
+    if (p->data) return qkv__set_error(QKV_ERR_STATE, "qkv_params_alloc: already allocated");
+    size_t bytes = (size_t)(p->numel > 0 ? p->numel : SLICE_ALIGN) * sizeof(float);
+    p->data = aligned_alloc(64, bytes);
+    p->grad = aligned_alloc(64, bytes);
+    if (!p->data || !p->grad) {
+        free(p->data);
+        free(p->grad);
+        p->data = p->grad = NULL;
+        return qkv__set_error(QKV_ERR_NOMEM, "qkv_params_alloc: cannot allocate 2 x %zu bytes", bytes);
+    }
+    memset(p->data, 0, bytes);
+    memset(p->grad, 0, bytes);
+    qkv_rng r;
+    qkv_rng_seed(&r, seed);
+    for (int i = 0; i < p->n; i++) {
+        param_entry *pe = p->e[i];
+        pe->t.data = p->data + pe->offset;
+        pe->t.grad = p->grad + pe->offset;
+        int64_t n = qkv_tensor_numel(&pe->t);
+        float a = pe->init.a;
+        for (int64_t j = 0; j < n; j++) {
+            switch (pe->init.kind) {
+            case QKV_INIT_ZEROS: pe->t.data[j] = 0.0f; break;
+            case QKV_INIT_ONES: pe->t.data[j] = 1.0f; break;
+            case QKV_INIT_NORMAL: pe->t.data[j] = a * qkv_rng_normal(&r); break;
+            case QKV_INIT_UNIFORM: pe->t.data[j] = a * (2.0f * qkv_rng_uniform(&r) - 1.0f); break;
+            }
+        }
+    }
+    return QKV_OK;
+}
+
+int qkv_params_count(const qkv_params *p) { return p ? p->n : 0; }
+int64_t qkv_params_numel(const qkv_params *p) { return p ? p->numel : 0; }
+int64_t qkv_params_numel_real(const qkv_params *p) { return p ? p->numel_real : 0; }
+qkv_tensor *qkv_params_get(const qkv_params *p, int i) {
+    return (p && i >= 0 && i < p->n) ? &p->e[i]->t : NULL;
+}
+int qkv_params_no_decay(const qkv_params *p, int i) { return (p && i >= 0 && i < p->n) ? p->e[i]->no_decay : 0; }
+
+qkv_tensor *qkv_params_find(const qkv_params *p, const char *name) {
+    if (!p || !name) return NULL;
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->e[i]->t.name, name) == 0) return &p->e[i]->t;
+    return NULL;
+}
+
+float *qkv_params_data(const qkv_params *p) { return p ? p->data : NULL; }
+float *qkv_params_grad(const qkv_params *p) { return p ? p->grad : NULL; }
+
+void qkv_params_zero_grad(qkv_params *p) {
+    if (p && p->grad) memset(p->grad, 0, (size_t)p->numel * sizeof(float));
+}
+
+void qkv_params_set_trainable(qkv_params *p, int i, int trainable) {
+    if (p && i >= 0 && i < p->n) p->e[i]->t.requires_grad = trainable != 0;
+}
