@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# install-deps.sh — installs every system package qkv needs on Debian/Ubuntu (apt-get), nothing else.
+# Why each one is in docs/ARCHITECTURE.md ("Dependencies"). Safe to run again; uses sudo when not root.
+set -euo pipefail
+pkgs=(
+    build-essential   # gcc (C11 compiler, libgomp for OpenMP threads), make
+    g++               # the public headers are compiled as C++ in the tests too
+    cmake             # the build
+    python3-torch     # PyTorch 1.13: the committed golden-file scripts (tests only, never at run time)
+    python3-numpy     # used by those scripts to write golden files
+)
+if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "install-deps: all packages present"
+    exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
