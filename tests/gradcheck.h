@@ -31,13 +31,13 @@ typedef struct {
 
 typedef qkv_tensor *(*gc_fn)(qkv_ctx *ctx, qkv_tensor **in, void *user);
 
-static int64_t gc_numel(const gc_input *s) {
+static inline int64_t gc_numel(const gc_input *s) {
     int64_t n = 1;
     for (int i = 0; i < s->ndim; i++) n *= s->shape[i];
     return n;
 }
 
-static double gc_eval(qkv_ctx *ctx, gc_fn f, int n_in, const gc_input *spec, float **vals, const float *w,
+static inline double gc_eval(qkv_ctx *ctx, gc_fn f, int n_in, const gc_input *spec, float **vals, const float *w,
                       int64_t *w_n, void *user, int with_grad, float **grads) {
     qkv_ctx_reset(ctx);
     qkv_ctx_set_grad(ctx, with_grad);
@@ -79,7 +79,7 @@ static double gc_eval(qkv_ctx *ctx, gc_fn f, int n_in, const gc_input *spec, flo
 
 /* Runs one gradient check; prints "ok/FAIL grad <name> input i max_rel_err e" per input and returns the
  * largest error. seed fixes inputs and W. */
-static double gradcheck(const char *name, gc_fn f, int n_in, const gc_input *spec, void *user, uint64_t seed) {
+static inline double gradcheck(const char *name, gc_fn f, int n_in, const gc_input *spec, void *user, uint64_t seed) {
     qkv_ctx *ctx = qkv_ctx_new(1 << 20);
     qkv_rng r;
     qkv_rng_seed(&r, seed);
@@ -97,11 +97,8 @@ static double gradcheck(const char *name, gc_fn f, int n_in, const gc_input *spe
     }
     /* The output size is learnt from a first inference pass; W is drawn once it is known. */
     int64_t w_n = 0;
-    float *w = calloc(1, sizeof(float));
-    float *tmpw = NULL;
+    float *w = NULL;
     {
-        float dummy = 0;
-        (void)dummy;
         qkv_ctx_reset(ctx);
         qkv_ctx_set_grad(ctx, 0);
         qkv_tensor *in[GC_MAX_IN];
@@ -112,10 +109,8 @@ static double gradcheck(const char *name, gc_fn f, int n_in, const gc_input *spe
             exit(1);
         }
         w_n = qkv_tensor_numel(out);
-        tmpw = malloc((size_t)w_n * sizeof(float));
-        for (int64_t j = 0; j < w_n; j++) tmpw[j] = qkv_rng_normal(&r);
-        free(w);
-        w = tmpw;
+        w = malloc((size_t)w_n * sizeof(float));
+        for (int64_t j = 0; j < w_n; j++) w[j] = qkv_rng_normal(&r);
     }
     gc_eval(ctx, f, n_in, spec, vals, w, &w_n, user, 1, ga);
     double worst = 0;

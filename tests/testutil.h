@@ -1,4 +1,4 @@
-/* testutil.h — what every test program shares: golden files written by tests/torch/*.py, closeness
+/* testutil.h — what every test program shares: golden files written by the scripts in tests/torch, closeness
  * checks that print the largest error against a named tolerance, loud skips, and a failure count.
  *
  * Golden format (little-endian, written by tests/torch/golden.py):
@@ -22,14 +22,14 @@ static int tu_checks;
 
 #define TU_SKIP 77
 
-static void tu_skip(const char *why) {
+static inline void tu_skip(const char *why) {
     printf("SKIPPED: %s\n", why);
     fprintf(stderr, "*** SKIPPED (not passed): %s ***\n", why);
     exit(TU_SKIP);
 }
 
 /* Prints the summary line and returns the exit status for main. */
-static int tu_finish(const char *test) {
+static inline int tu_finish(const char *test) {
     printf("%s: %d checks, %d failed\n", test, tu_checks, tu_failures);
     return tu_failures ? 1 : 0;
 }
@@ -48,7 +48,7 @@ static int tu_finish(const char *test) {
 /* Normalised max error: max|got - ref| / max(max|ref|, floor). Element-wise relative error is
  * meaningless near zero; normalising by the tensor's scale is what "relative error" means in every
  * comparison here. Prints one line: what, the error, the tolerance, PASS/FAIL. Returns the error. */
-static double tu_close(const char *what, const float *got, const float *ref, int64_t n, double tol) {
+static inline double tu_close(const char *what, const float *got, const float *ref, int64_t n, double tol) {
     double maxd = 0, maxr = 0;
     int64_t at = 0;
     int bad = 0;
@@ -85,13 +85,13 @@ typedef struct {
     tu_entry *e;
 } tu_golden;
 
-static const char *tu_golden_dir(void) {
+static inline const char *tu_golden_dir(void) {
     const char *d = getenv("QKV_GOLDEN_DIR");
     return d && *d ? d : "build/golden";
 }
 
 /* Loads <golden dir>/<file>; skips the test loudly when the file is absent (no torch to make it). */
-static tu_golden *tu_golden_load(const char *file) {
+static inline tu_golden *tu_golden_load(const char *file) {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", tu_golden_dir(), file);
     FILE *f = fopen(path, "rb");
@@ -136,23 +136,23 @@ static tu_golden *tu_golden_load(const char *file) {
     return g;
 }
 
-static tu_entry *tu_get(tu_golden *g, const char *name) {
+static inline tu_entry *tu_get(tu_golden *g, const char *name) {
     for (int i = 0; i < g->n; i++)
         if (strcmp(g->e[i].name, name) == 0) return &g->e[i];
     printf("FAIL: golden entry '%s' missing\n", name);
     exit(1);
 }
 
-static float *tu_f32(tu_golden *g, const char *name) { return (float *)tu_get(g, name)->data; }
-static int32_t *tu_i32(tu_golden *g, const char *name) { return (int32_t *)tu_get(g, name)->data; }
-static uint8_t *tu_u8(tu_golden *g, const char *name) { return (uint8_t *)tu_get(g, name)->data; }
-static int tu_has(tu_golden *g, const char *name) {
+static inline float *tu_f32(tu_golden *g, const char *name) { return (float *)tu_get(g, name)->data; }
+static inline int32_t *tu_i32(tu_golden *g, const char *name) { return (int32_t *)tu_get(g, name)->data; }
+static inline uint8_t *tu_u8(tu_golden *g, const char *name) { return (uint8_t *)tu_get(g, name)->data; }
+static inline int tu_has(tu_golden *g, const char *name) {
     for (int i = 0; i < g->n; i++)
         if (strcmp(g->e[i].name, name) == 0) return 1;
     return 0;
 }
 
-static void tu_golden_free(tu_golden *g) {
+static inline void tu_golden_free(tu_golden *g) {
     if (!g) return;
     for (int i = 0; i < g->n; i++) free(g->e[i].data);
     free(g->e);
@@ -160,7 +160,7 @@ static void tu_golden_free(tu_golden *g) {
 }
 
 /* Copies a golden f32 entry into a parameter tensor, checking the shape. */
-static void tu_load_param(tu_golden *g, const char *name, qkv_tensor *t) {
+static inline void tu_load_param(tu_golden *g, const char *name, qkv_tensor *t) {
     tu_entry *e = tu_get(g, name);
     if (e->dtype != 0 || e->numel != qkv_tensor_numel(t)) {
         printf("FAIL: golden '%s' has %lld elements, parameter %s has %lld\n", name, (long long)e->numel,
@@ -171,7 +171,7 @@ static void tu_load_param(tu_golden *g, const char *name, qkv_tensor *t) {
 }
 
 /* Path of a file under ../shared/data (QKV_SHARED_DATA overrides); skips loudly when absent. */
-static const char *tu_shared_data(const char *rel) {
+static inline const char *tu_shared_data(const char *rel) {
     static char path[1024];
     const char *d = getenv("QKV_SHARED_DATA");
     snprintf(path, sizeof path, "%s/%s", d && *d ? d : "../shared/data", rel);
