@@ -5,6 +5,7 @@
  *   nn.h     modules with parameters: linear, embedding, positions, multi-head attention, FFN,
  *            encoder / decoder layers and stacks, Bahdanau and Luong attention
  *   optim.h  SGD, AdamW, gradient clipping, learning-rate schedules
+ *   text.h   tokenizers: GPT-2 byte-level BPE, byte- and character-level
  */
 #ifndef QKV_H
 #define QKV_H
@@ -13,5 +14,7 @@
 #include "qkv/ops.h"
 #include "qkv/nn.h"
 #include "qkv/optim.h"
+#include "qkv/io.h"
+#include "qkv/text.h"
 
 #endif

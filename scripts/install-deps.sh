@@ -6,6 +6,8 @@ pkgs=(
     build-essential   # gcc (C11 compiler, libgomp for OpenMP threads), make
     g++               # the public headers are compiled as C++ in the tests too
     cmake             # the build
+    pkg-config        # how CMake finds PCRE2
+    libpcre2-dev      # PCRE2 regex with Unicode classes: GPT-2's pre-tokenisation pattern (src/text/bpe.c)
     python3-torch     # PyTorch 1.13: the committed golden-file scripts (tests only, never at run time)
     python3-numpy     # used by those scripts to write golden files
 )
