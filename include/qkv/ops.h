@@ -82,7 +82,9 @@ typedef struct qkv_attn_opts {
     const uint8_t *key_padding_mask; /* (B,Tk), nonzero = key is padding, blocked (PyTorch True) */
     float scale;                     /* 0: 1/sqrt(D) */
     float dropout;                   /* on the attention probabilities, training mode only */
-    qkv_tensor **weights;            /* non-NULL: receives the probabilities (B,H,Tq,Tk) */
+    qkv_tensor **weights;            /* non-NULL: receives the probabilities (B,H,Tq,Tk), taken before
+                                      * attention dropout, for reading out (heatmaps): no gradient flows
+                                      * through this tensor */
 } qkv_attn_opts;
 
 /* Multi-head scaled dot-product attention, heads read in place from the channel dim:
