@@ -108,6 +108,11 @@ qkv_tensor *qkv_tensor_new3(qkv_ctx *ctx, int64_t d0, int64_t d1, int64_t d2);
 qkv_tensor *qkv_tensor_new4(qkv_ctx *ctx, int64_t d0, int64_t d1, int64_t d2, int64_t d3);
 /* New tensor holding a copy of data (numel floats). */
 qkv_tensor *qkv_tensor_from(qkv_ctx *ctx, int ndim, const int64_t *shape, const float *data);
+/* A tensor header in the arena that points at caller memory (no copy): data must hold numel floats
+ * and outlive every use of the tensor. requires_grad = 0 and no gradient, so ops treat it as a
+ * constant input (how a KV cache is handed to qkv_attention). NULL (ctx error) on a bad shape or a
+ * NULL data pointer. */
+qkv_tensor *qkv_tensor_wrap(qkv_ctx *ctx, int ndim, const int64_t *shape, float *data);
 
 /* Runs the tape backwards from a scalar (numel 1) loss: loss->grad = 1 and every tensor on the path
  * that requires grad receives d loss / d tensor, accumulated (+=) into its grad. Parameter gradients

@@ -214,6 +214,32 @@ qkv_tensor *qkv_tensor_from(qkv_ctx *ctx, int ndim, const int64_t *shape, const 
     return t;
 }
 
+qkv_tensor *qkv_tensor_wrap(qkv_ctx *ctx, int ndim, const int64_t *shape, float *data) {
+    if (ctx->status != QKV_OK) return NULL;
+    if (!data || (ndim > 0 && !shape)) {
+        qkv__fail(ctx, QKV_ERR_ARG, "qkv_tensor_wrap: %s is NULL", data ? "shape" : "data");
+        return NULL;
+    }
+    if (ndim < 0 || ndim > QKV_MAX_DIMS) {
+        qkv__fail(ctx, QKV_ERR_SHAPE, "qkv_tensor_wrap: %d dimensions (at most %d)", ndim, QKV_MAX_DIMS);
+        return NULL;
+    }
+    for (int i = 0; i < ndim; i++)
+        if (shape[i] <= 0) {
+            qkv__fail(ctx, QKV_ERR_SHAPE, "qkv_tensor_wrap: dimension %d has size %lld (must be >= 1)", i,
+                      (long long)shape[i]);
+            return NULL;
+        }
+    qkv_tensor *t = qkv__alloc(ctx, sizeof *t);
+    if (!t) return NULL;
+    memset(t, 0, sizeof *t);
+    t->data = data;
+    t->ndim = ndim;
+    for (int i = 0; i < QKV_MAX_DIMS; i++) t->shape[i] = i < ndim ? shape[i] : 1;
+    t->name = "wrap";
+    return t;
+}
+
 /* ---- op helpers ---- */
 
 int qkv__check_finite(qkv_ctx *ctx, const char *op, const char *what, const float *x, int64_t n) {
