@@ -12,6 +12,10 @@ static const struct {
     int (*run)(int argc, char **argv);
     const char *summary;
 } commands[] = {
+    {"train", qkv_cmd_train, "train or fine-tune a GPT language model on text (HF checkpoints)"},
+    {"generate", qkv_cmd_generate, "generate text from a model directory (KV cache, sampling, streaming)"},
+    {"tokenize", qkv_cmd_tokenize, "text -> token ids with a model's or tokenizer directory's tokenizer"},
+    {"bench", qkv_cmd_bench, "GPT-2 124M speed and memory: training step, prompt forward, generation"},
     {"selftest", qkv_cmd_selftest, "quick numerical self-check of the kernels, ops and blocks"},
 };
 
