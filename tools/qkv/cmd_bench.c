@@ -14,8 +14,6 @@
  * Convention a reader needs: every time is wall-clock (CLOCK_MONOTONIC) around the library calls only;
  * tokens/s is tokens processed per second of that time.
  */
-#include <errno.h>
-#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +24,7 @@
 #include "qkv.h"
 #include "qkv/gpt.h"
 #include "qkv/infer.h"
+#include "cli_util.h"
 #include "commands.h"
 
 static const char *const usage_text =
@@ -54,27 +53,7 @@ static const char *const usage_text =
     "Output: the thread count, then per measurement the median time and tokens/s, then peak RSS and the\n"
     "arena peaks. Exit status: 0 ok, 2 bad usage, 1 a failed run (message on stderr).\n";
 
-static int usage_error(const char *what, const char *why) {
-    fprintf(stderr, "qkv bench: %s: %s\n", what, why);
-    return 2;
-}
-
-static int parse_int(const char *flag, const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    char why[160];
-    if (!*s || *end || s[0] == ' ') {
-        snprintf(why, sizeof why, "'%.40s' is not an integer", s);
-        return usage_error(flag, why);
-    }
-    if (errno == ERANGE || v < lo || v > hi) {
-        snprintf(why, sizeof why, "%.40s is out of range %ld..%ld", s, lo, hi);
-        return usage_error(flag, why);
-    }
-    *out = v;
-    return 0;
-}
+static int usage_error(const char *what, const char *why) { return cli_usage_error("bench", what, why); }
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -231,25 +210,16 @@ int qkv_cmd_bench(int argc, char **argv) {
         else if (strcmp(a, "--json") == 0) json = 1;
         else if (strcmp(a, "--tiny") == 0) tiny = 1;
         else {
-            static const struct {
-                const char *flag;
-                long lo, hi;
-            } valued[] = {{"--iters", 1, 1000},   {"--warmup", 0, 100}, {"--threads", 1, 1024}, {"--b", 1, 1024},
-                          {"--t", 1, 1 << 24},    {"--prompt", 1, 1 << 24}, {"--gen", 1, 1 << 24}};
+            static const char *const valued[] = {"--iters", "--warmup", "--threads", "--b", "--t", "--prompt", "--gen"};
+            static const long lo[] = {1, 0, 1, 1, 1, 1, 1}, hi[] = {1000, 100, 1024, 1024, 1 << 24, 1 << 24, 1 << 24};
             long *slot[] = {&iters, &warmup, &threads, &B, &T, &prompt, &gen};
-            int k = -1;
-            for (int j = 0; j < 7; j++) {
-                size_t fl = strlen(valued[j].flag);
-                if (strncmp(a, valued[j].flag, fl) == 0 && (a[fl] == 0 || a[fl] == '=')) k = j;
-            }
-            if (k < 0) {
-                fprintf(stderr, "qkv bench: %.60s: unknown option (qkv bench --help lists them)\n", a);
-                return 2;
-            }
-            size_t fl = strlen(valued[k].flag);
-            const char *v = a[fl] == '=' ? a + fl + 1 : i + 1 < argc ? argv[++i] : NULL;
-            if (!v) return usage_error(valued[k].flag, "missing value");
-            if (parse_int(valued[k].flag, v, valued[k].lo, valued[k].hi, slot[k])) return 2;
+            const char *v = NULL;
+            int k = cli_valued_flag(argc, argv, &i, valued, 7, &v);
+            if (k < 0) return cli_unknown_option("bench", a);
+            if (!v) return usage_error(valued[k], "missing value");
+            int64_t x;
+            if (cli_parse_i64("bench", valued[k], v, lo[k], hi[k], &x)) return 2;
+            *slot[k] = (long)x;
         }
     }
     if (!do_train && !do_prefill && !do_decode) do_train = do_prefill = do_decode = 1;

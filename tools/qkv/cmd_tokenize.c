@@ -14,8 +14,10 @@
 #include <sys/stat.h>
 
 #include "qkv.h"
+#include "cli_util.h"
 #include "commands.h"
 
+#define CMD "tokenize" /* for the error lines: "qkv tokenize: ..." */
 #define TEXT_FILE_LIMIT (256u << 20)
 
 static const char *const usage_text =
@@ -39,82 +41,7 @@ static const char *const usage_text =
     "Without --json, encoding prints the ids separated by single spaces and a newline (an empty line for\n"
     "empty text). Exit status: 0 ok, 2 bad usage, 1 other errors (missing files, invalid UTF-8, bad ids).\n";
 
-static int usage_error(const char *what, const char *why) {
-    fprintf(stderr, "qkv tokenize: %s: %s\n", what, why);
-    return 2;
-}
-
-/* Length of the well-formed UTF-8 sequence at s (1..4), or -k: the first k bytes are ill-formed
- * (a truncated sequence at the end counts as ill-formed here: the text is complete). */
-static int utf8_seq(const unsigned char *s, size_t n) {
-    unsigned char c = s[0];
-    if (c < 0x80) return 1;
-    int len;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
-    else return -1;
-    for (int i = 1; i < len; i++) {
-        if ((size_t)i >= n) return -i;
-        if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xBF)) return -i;
-    }
-    return len;
-}
-
-static void write_json_string(FILE *f, const char *s, size_t n) {
-    fputc('"', f);
-    for (size_t i = 0; i < n;) {
-        unsigned char c = (unsigned char)s[i];
-        int k = utf8_seq((const unsigned char *)s + i, n - i);
-        if (k < 0) {
-            fputs("\xEF\xBF\xBD", f); /* U+FFFD for each maximal ill-formed subpart */
-            i += (size_t)-k;
-            continue;
-        }
-        if (c == '"') fputs("\\\"", f);
-        else if (c == '\\') fputs("\\\\", f);
-        else if (c == '\n') fputs("\\n", f);
-        else if (c == '\r') fputs("\\r", f);
-        else if (c == '\t') fputs("\\t", f);
-        else if (c < 0x20 || c == 0x7F) fprintf(f, "\\u%04x", c);
-        else fwrite(s + i, 1, (size_t)k, f);
-        i += (size_t)k;
-    }
-    fputc('"', f);
-}
-
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        fprintf(stderr, "qkv tokenize: --file %s: cannot open: %s\n", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        if (cap >= TEXT_FILE_LIMIT) {
-            fprintf(stderr, "qkv tokenize: --file %s: larger than %u MiB\n", path, TEXT_FILE_LIMIT >> 20);
-            free(buf);
-            fclose(f);
-            return NULL;
-        }
-        char *nb = realloc(buf, cap *= 2);
-        if (!nb) free(buf);
-        buf = nb;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!buf || err) {
-        fprintf(stderr, "qkv tokenize: --file %s: %s\n", path, buf ? "read error" : "out of memory");
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
+static int usage_error(const char *what, const char *why) { return cli_usage_error(CMD, what, why); }
 
 /* Parses "1 2, 3" into ids (malloc'd). -1 with a message on a token that is not an id. */
 static int64_t parse_ids(const char *s, int32_t **out) {
@@ -157,19 +84,11 @@ int qkv_cmd_tokenize(int argc, char **argv) {
         else {
             static const char *const valued[] = {"--model", "--text", "--file", "--decode"};
             const char **slot[] = {&dir, &text, &file, &decode};
-            int k = -1;
-            for (int j = 0; j < 4; j++) {
-                size_t fl = strlen(valued[j]);
-                if (strncmp(a, valued[j], fl) == 0 && (a[fl] == 0 || a[fl] == '=')) k = j;
-            }
-            if (k < 0) {
-                fprintf(stderr, "qkv tokenize: %.60s: unknown option (qkv tokenize --help lists them)\n", a);
-                return 2;
-            }
-            size_t fl = strlen(valued[k]);
-            if (a[fl] == '=') *slot[k] = a + fl + 1;
-            else if (i + 1 < argc) *slot[k] = argv[++i];
-            else return usage_error(valued[k], "missing value");
+            const char *v = NULL;
+            int k = cli_valued_flag(argc, argv, &i, valued, 4, &v);
+            if (k < 0) return cli_unknown_option(CMD, a);
+            if (!v) return usage_error(valued[k], "missing value");
+            *slot[k] = v;
         }
     }
     if (!dir) return usage_error("--model", "required (a model or tokenizer directory; qkv tokenize --help)");
@@ -202,7 +121,7 @@ int qkv_cmd_tokenize(int argc, char **argv) {
         }
         if (json) {
             fputs("{\"text\":", stdout);
-            write_json_string(stdout, out, len);
+            cli_write_json_string(stdout, out, len);
             fputs("}\n", stdout);
         } else {
             fwrite(out, 1, len, stdout);
@@ -211,18 +130,15 @@ int qkv_cmd_tokenize(int argc, char **argv) {
     } else {
         size_t len = 0;
         if (file) {
-            if (!(buf = read_file(file, &len))) goto done;
+            if (!(buf = cli_read_file(CMD, "--file", file, TEXT_FILE_LIMIT, &len))) goto done;
             text = buf;
         } else {
             len = strlen(text);
         }
-        for (size_t i = 0; i < len;) {
-            int k = utf8_seq((const unsigned char *)text + i, len - i);
-            if (k < 0) {
-                fprintf(stderr, "qkv tokenize: %s: invalid UTF-8 at byte %zu\n", file ? file : "--text", i);
-                goto done;
-            }
-            i += (size_t)k;
+        size_t bad_at = cli_utf8_check(text, len);
+        if (bad_at < len) {
+            fprintf(stderr, "qkv tokenize: %s: invalid UTF-8 at byte %zu\n", file ? file : "--text", bad_at);
+            goto done;
         }
         ids = malloc((len + 1) * sizeof *ids);
         n = ids ? qkv_tokenizer_encode(tok, text, len, special, ids, (int64_t)len + 1) : -1;

@@ -21,6 +21,7 @@
 
 #include "qkv.h"
 #include "qkv/train.h"
+#include "cli_util.h"
 #include "commands.h"
 
 #define MAX_DATA 64
@@ -155,10 +156,7 @@ static void usage(FILE *f) {
                "Exit status: 0 ok, 2 bad usage or flag value, 1 other errors (data, files, divergence).\n");
 }
 
-static int usage_error(const char *what, const char *why) {
-    fprintf(stderr, "qkv train: %s: %s\n", what, why);
-    return 2;
-}
+static int usage_error(const char *what, const char *why) { return cli_usage_error("train", what, why); }
 
 /* ---- values ---- */
 
