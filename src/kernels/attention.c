@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "core/core_int.h"
+#include "kernels/simd.h"
 
 #define BQ QKV__ATTN_BQ
 #define BK QKV__ATTN_BK
@@ -164,27 +165,6 @@ static inline __mmask16 lanes(int64_t n) {
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
 }
 
-/* exp(x) for 16 lanes: n = round(x log2 e), r = x - n ln2 in two parts (Cody–Waite), the Cephes
- * expf polynomial on r, then 2^n applied by scalef (which produces subnormals and overflow to +inf
- * exactly as expf does). Measured against expf by tests/test_attention.c (<= 2 ulp). -inf gives 0,
- * NaN stays NaN. */
-AVX512_INLINE __m512 exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-104.0f), x));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
-    p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
-
 /* R rows x NV vectors of C from A rows and Bt: R*NV accumulators live in registers for the whole K
  * loop (R, NV are constants after inlining, the loops unroll fully). */
 AVX512_INLINE void abt_tile(const int R, const int NV, int64_t K, float alpha, const float *A, int64_t lda,
@@ -287,7 +267,7 @@ AVX512 static float exp_sub_avx512(float *x, int64_t n, float s) {
     __m512 sum = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
         const __mmask16 k = lanes(n - i);
-        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vs));
+        __m512 e = qkv__exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vs));
         _mm512_mask_storeu_ps(x + i, k, e);
         sum = _mm512_mask_add_ps(sum, k, sum, e);
     }
@@ -297,7 +277,7 @@ AVX512 static float exp_sub_avx512(float *x, int64_t n, float s) {
 AVX512 static void exp_sub_v_avx512(float *x, int n, const float *s, float *sum) {
     for (int i = 0; i < n; i += 16) {
         const __mmask16 k = lanes(n - i);
-        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, s + i)));
+        __m512 e = qkv__exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), _mm512_maskz_loadu_ps(k, s + i)));
         _mm512_mask_storeu_ps(x + i, k, e);
         if (sum) _mm512_mask_storeu_ps(sum + i, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, sum + i), e));
     }

@@ -20,9 +20,9 @@
 #include <string.h>
 
 #include "core/core_int.h"
+#include "kernels/simd.h"
 
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#include <immintrin.h>
 #define HAVE_AVX512 1
 #else
 #define HAVE_AVX512 0
@@ -72,26 +72,6 @@ void qkv__ew_force_scalar(int on) { force_scalar = on ? 1 : -1; }
 /* Lanes [0, n) set, n in [0, 16]: the tail of a row. */
 AVX512 static inline __mmask16 tail_mask(int64_t n) { return (__mmask16)((1u << n) - 1u); }
 
-/* expf, 16 lanes (Cephes expf: Cody-Waite reduction by ln 2, degree-6 polynomial, about 1 ulp);
- * 2^n applied by scalef, which gives inf above ~88.7 and 0 below ~-103.9. NaN propagates. */
-AVX512 static inline __m512 exp512(__m512 x) {
-    x = _mm512_min_ps(_mm512_set1_ps(88.8f), x); /* min/max(const, x) keep a NaN x */
-    x = _mm512_max_ps(_mm512_set1_ps(-104.0f), x);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    __m512 y = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r);
-    y = _mm512_add_ps(y, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(y, n);
-}
-
 AVX512 static float row_max_avx512(const float *x, int64_t C) {
     __m512 m = _mm512_set1_ps(-INFINITY);
     int64_t c = 0;
@@ -106,8 +86,8 @@ AVX512 static float row_sumexp_avx512(float *out, const float *x, float m, int64
     __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
     int64_t c = 0;
     for (; c + 32 <= C; c += 32) {
-        __m512 e0 = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + c), vm));
-        __m512 e1 = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + c + 16), vm));
+        __m512 e0 = qkv__exp512(_mm512_sub_ps(_mm512_loadu_ps(x + c), vm));
+        __m512 e1 = qkv__exp512(_mm512_sub_ps(_mm512_loadu_ps(x + c + 16), vm));
         if (out) {
             _mm512_storeu_ps(out + c, e0);
             _mm512_storeu_ps(out + c + 16, e1);
@@ -117,7 +97,7 @@ AVX512 static float row_sumexp_avx512(float *out, const float *x, float m, int64
     }
     for (; c < C; c += 16) {
         __mmask16 k = C - c >= 16 ? (__mmask16)0xFFFF : tail_mask(C - c);
-        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm));
+        __m512 e = qkv__exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + c), vm));
         if (out) _mm512_mask_storeu_ps(out + c, k, e);
         s0 = _mm512_mask_add_ps(s0, k, s0, e);
     }
@@ -272,7 +252,7 @@ AVX512 static void gelu_tanh_forward_avx512(float *out, const float *x, int64_t 
         __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
         __m512 v = _mm512_maskz_loadu_ps(k, x + i);
         __m512 inner = _mm512_fmadd_ps(_mm512_mul_ps(kappa, v), _mm512_mul_ps(v, v), v);
-        __m512 e = exp512(_mm512_min_ps(cap, _mm512_mul_ps(beta2, inner)));
+        __m512 e = qkv__exp512(_mm512_min_ps(cap, _mm512_mul_ps(beta2, inner)));
         _mm512_mask_storeu_ps(out + i, k, _mm512_div_ps(v, _mm512_add_ps(one, e)));
     }
 }
@@ -286,7 +266,7 @@ AVX512 static void gelu_tanh_backward_avx512(float *dx, const float *dout, const
         __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
         __m512 v = _mm512_maskz_loadu_ps(k, x + i), v2 = _mm512_mul_ps(v, v);
         __m512 inner = _mm512_fmadd_ps(_mm512_mul_ps(kappa, v), v2, v);
-        __m512 e = exp512(_mm512_min_ps(cap, _mm512_mul_ps(beta2, inner)));
+        __m512 e = qkv__exp512(_mm512_min_ps(cap, _mm512_mul_ps(beta2, inner)));
         __m512 s = _mm512_div_ps(one, _mm512_add_ps(one, e));
         /* right = x * 2 e s^2 * beta * (1 + 3 kappa x^2) */
         __m512 right = _mm512_mul_ps(_mm512_mul_ps(v, _mm512_mul_ps(e, _mm512_mul_ps(s, s))),
@@ -314,7 +294,7 @@ AVX512 static inline __m512 normal_cdf512(__m512 x) {
     p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.37409196f));
     p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.00002368f));
     p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.26551223f));
-    __m512 tail = _mm512_mul_ps(half, _mm512_mul_ps(t, exp512(_mm512_fnmadd_ps(z, z, p)))); /* Phi(-|x|) */
+    __m512 tail = _mm512_mul_ps(half, _mm512_mul_ps(t, qkv__exp512(_mm512_fnmadd_ps(z, z, p)))); /* Phi(-|x|) */
     __mmask16 pos = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GE_OQ);
     return _mm512_mask_sub_ps(tail, pos, one, tail);
 }
@@ -333,7 +313,7 @@ AVX512 static void gelu_erf_backward_avx512(float *dx, const float *dout, const 
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 k = n - i >= 16 ? (__mmask16)0xFFFF : tail_mask(n - i);
         __m512 v = _mm512_maskz_loadu_ps(k, x + i);
-        __m512 pdf = _mm512_mul_ps(c, exp512(_mm512_mul_ps(mhalf, _mm512_mul_ps(v, v))));
+        __m512 pdf = _mm512_mul_ps(c, qkv__exp512(_mm512_mul_ps(mhalf, _mm512_mul_ps(v, v))));
         __m512 d = _mm512_fmadd_ps(v, pdf, normal_cdf512(v));
         d = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, dout + i), d);
         _mm512_mask_storeu_ps(dx + i, k, _mm512_add_ps(_mm512_maskz_loadu_ps(k, dx + i), d));
@@ -669,7 +649,7 @@ AVX512 static void ce_row_backward_avx512(float *d, const float *x, float m, flo
     const __m512 one = _mm512_set1_ps(1.0f);
     for (int64_t v = 0; v < V; v += 16) {
         __mmask16 k = V - v >= 16 ? (__mmask16)0xFFFF : tail_mask(V - v);
-        __m512 p = exp512(_mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + v), vm), vls));
+        __m512 p = qkv__exp512(_mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + v), vm), vls));
         if (t >= v && t < v + 16) p = _mm512_mask_sub_ps(p, (__mmask16)(1u << (t - v)), p, one);
         __m512 o = _mm512_maskz_loadu_ps(k, d + v);
         _mm512_mask_storeu_ps(d + v, k, _mm512_fmadd_ps(vd, p, o));
