@@ -15,35 +15,8 @@
 #include <string.h>
 
 #include "core/core_int.h"
+#include "nn/nn_int.h"
 #include "qkv/nn.h"
-
-#define NAME_MAX_LEN 256
-
-/* "prefix.field", or "field" when prefix is empty. 0 (and the thread error) when it does not fit. */
-static int join(char *buf, const char *prefix, const char *field) {
-    int n = (prefix && *prefix) ? snprintf(buf, NAME_MAX_LEN, "%s.%s", prefix, field)
-                                : snprintf(buf, NAME_MAX_LEN, "%s", field);
-    if (n < 0 || n >= NAME_MAX_LEN) {
-        qkv__set_error(QKV_ERR_ARG, "nn: parameter name '%s.%s' longer than %d bytes", prefix, field, NAME_MAX_LEN - 1);
-        return 0;
-    }
-    return 1;
-}
-
-/* Declares prefix.field (shapes already validated by the caller); the status is recovered from the
- * block's state because qkv_params_add only returns NULL. */
-static qkv_status declare(qkv_tensor **out, qkv_params *p, const char *prefix, const char *field, int ndim,
-                          const int64_t *shape, qkv_init init, int no_decay) {
-    char name[NAME_MAX_LEN];
-    *out = NULL;
-    if (!p) return qkv__set_error(QKV_ERR_ARG, "nn: parameter block is NULL (declaring '%s')", field);
-    if (!join(name, prefix, field)) return QKV_ERR_ARG;
-    *out = qkv_params_add(p, name, ndim, shape, init, no_decay);
-    if (*out) return QKV_OK;
-    if (qkv_params_data(p)) return QKV_ERR_STATE;
-    if (qkv_params_find(p, name)) return QKV_ERR_ARG;
-    return QKV_ERR_NOMEM;
-}
 
 /* ---- nn.MultiheadAttention ---- */
 
@@ -67,15 +40,18 @@ qkv_status qkv_mha_init(qkv_mha_m *m, qkv_params *p, const char *prefix, int64_t
      * U(+-1/sqrt(E)). Declared in state-dict order. */
     float xavier = (float)sqrt(6.0 / (double)(E + 3 * E));
     float lin = (float)(1.0 / sqrt((double)E));
-    char op[NAME_MAX_LEN];
-    if (!join(op, pf, "out_proj")) return QKV_ERR_ARG;
-    qkv_status s = declare(&m->in_proj_weight, p, pf, "in_proj_weight", 2, (int64_t[]){3 * E, E},
+    char op[QKV__NN_NAME_MAX];
+    if (!qkv__nn_join(op, pf, "out_proj")) return QKV_ERR_ARG;
+    qkv_status s = qkv__nn_declare(&m->in_proj_weight, p, pf, "in_proj_weight", 2, (int64_t[]){3 * E, E},
                            (qkv_init){QKV_INIT_UNIFORM, xavier}, 0);
     if (s == QKV_OK)
-        s = declare(&m->in_proj_bias, p, pf, "in_proj_bias", 1, (int64_t[]){3 * E}, (qkv_init){QKV_INIT_ZEROS, 0}, 1);
+        s = qkv__nn_declare(&m->in_proj_bias, p, pf, "in_proj_bias", 1, (int64_t[]){3 * E},
+                            (qkv_init){QKV_INIT_ZEROS, 0}, 1);
     if (s == QKV_OK)
-        s = declare(&m->out_proj.weight, p, op, "weight", 2, (int64_t[]){E, E}, (qkv_init){QKV_INIT_UNIFORM, lin}, 0);
-    if (s == QKV_OK) s = declare(&m->out_proj.bias, p, op, "bias", 1, (int64_t[]){E}, (qkv_init){QKV_INIT_ZEROS, 0}, 1);
+        s = qkv__nn_declare(&m->out_proj.weight, p, op, "weight", 2, (int64_t[]){E, E},
+                            (qkv_init){QKV_INIT_UNIFORM, lin}, 0);
+    if (s == QKV_OK)
+        s = qkv__nn_declare(&m->out_proj.bias, p, op, "bias", 1, (int64_t[]){E}, (qkv_init){QKV_INIT_ZEROS, 0}, 1);
     return s;
 }
 
@@ -137,8 +113,8 @@ qkv_status qkv_bahdanau_init(qkv_bahdanau_m *m, qkv_params *p, const char *prefi
     if (query_dim <= 0 || key_dim <= 0 || attn_dim <= 0)
         return qkv__set_error(QKV_ERR_SHAPE, "qkv_bahdanau_init '%s': query_dim %lld, key_dim %lld, attn_dim %lld", pf,
                               (long long)query_dim, (long long)key_dim, (long long)attn_dim);
-    char nW[NAME_MAX_LEN], nU[NAME_MAX_LEN], nv[NAME_MAX_LEN];
-    if (!join(nW, pf, "W") || !join(nU, pf, "U") || !join(nv, pf, "v")) return QKV_ERR_ARG;
+    char nW[QKV__NN_NAME_MAX], nU[QKV__NN_NAME_MAX], nv[QKV__NN_NAME_MAX];
+    if (!qkv__nn_join(nW, pf, "W") || !qkv__nn_join(nU, pf, "U") || !qkv__nn_join(nv, pf, "v")) return QKV_ERR_ARG;
     qkv_status s = qkv_linear_init(&m->W, p, nW, query_dim, attn_dim, 0);
     if (s == QKV_OK) s = qkv_linear_init(&m->U, p, nU, key_dim, attn_dim, 0);
     if (s == QKV_OK) s = qkv_linear_init(&m->v, p, nv, attn_dim, 1, 0);
@@ -183,8 +159,8 @@ qkv_status qkv_luong_init(qkv_luong_m *m, qkv_params *p, const char *prefix, qkv
                                   (long long)query_dim, (long long)key_dim);
         return QKV_OK;
     case QKV_LUONG_GENERAL: {
-        char nW[NAME_MAX_LEN];
-        if (!join(nW, pf, "W")) return QKV_ERR_ARG;
+        char nW[QKV__NN_NAME_MAX];
+        if (!qkv__nn_join(nW, pf, "W")) return QKV_ERR_ARG;
         return qkv_linear_init(&m->W, p, nW, key_dim, query_dim, 0); /* nn.Linear(Ck, Cq, bias=False) */
     }
     }

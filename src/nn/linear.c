@@ -17,16 +17,16 @@
 #include <string.h>
 
 #include "core/core_int.h"
+#include "nn/nn_int.h"
 #include "qkv/nn.h"
 
-#define NAME_MAX_LEN 256
-
 /* "prefix.field", or "field" when prefix is empty. 0 (and the thread error) when it does not fit. */
-static int join(char *buf, const char *prefix, const char *field) {
-    int n = (prefix && *prefix) ? snprintf(buf, NAME_MAX_LEN, "%s.%s", prefix, field)
-                                : snprintf(buf, NAME_MAX_LEN, "%s", field);
-    if (n < 0 || n >= NAME_MAX_LEN) {
-        qkv__set_error(QKV_ERR_ARG, "nn: parameter name '%s.%s' longer than %d bytes", prefix, field, NAME_MAX_LEN - 1);
+int qkv__nn_join(char *buf, const char *prefix, const char *field) {
+    int n = (prefix && *prefix) ? snprintf(buf, QKV__NN_NAME_MAX, "%s.%s", prefix, field)
+                                : snprintf(buf, QKV__NN_NAME_MAX, "%s", field);
+    if (n < 0 || n >= QKV__NN_NAME_MAX) {
+        qkv__set_error(QKV_ERR_ARG, "nn: parameter name '%s.%s' longer than %d bytes", prefix, field,
+                       QKV__NN_NAME_MAX - 1);
         return 0;
     }
     return 1;
@@ -34,12 +34,12 @@ static int join(char *buf, const char *prefix, const char *field) {
 
 /* Declares prefix.field; on failure says why with the right status. qkv_params_add only returns NULL
  * and leaves its message in qkv_last_error, so the status is recovered from the block's state. */
-static qkv_status declare(qkv_tensor **out, qkv_params *p, const char *prefix, const char *field, int ndim,
-                          const int64_t *shape, qkv_init init, int no_decay) {
-    char name[NAME_MAX_LEN];
+qkv_status qkv__nn_declare(qkv_tensor **out, qkv_params *p, const char *prefix, const char *field, int ndim,
+                           const int64_t *shape, qkv_init init, int no_decay) {
+    char name[QKV__NN_NAME_MAX];
     *out = NULL;
     if (!p) return qkv__set_error(QKV_ERR_ARG, "nn: parameter block is NULL (declaring '%s')", field);
-    if (!join(name, prefix, field)) return QKV_ERR_ARG;
+    if (!qkv__nn_join(name, prefix, field)) return QKV_ERR_ARG;
     for (int i = 0; i < ndim; i++)
         if (shape[i] <= 0)
             return qkv__set_error(QKV_ERR_SHAPE, "nn: parameter '%s' dimension %d is %lld (must be >= 1)", name, i,
@@ -61,9 +61,10 @@ qkv_status qkv_linear_init(qkv_linear_m *m, qkv_params *p, const char *prefix, i
                               prefix ? prefix : "", (long long)in, (long long)out);
     float bound = (float)(1.0 / sqrt((double)in));
     qkv_status s =
-        declare(&m->weight, p, prefix, "weight", 2, (int64_t[]){out, in}, (qkv_init){QKV_INIT_UNIFORM, bound}, 0);
+        qkv__nn_declare(&m->weight, p, prefix, "weight", 2, (int64_t[]){out, in}, (qkv_init){QKV_INIT_UNIFORM, bound},
+                        0);
     if (s == QKV_OK && bias)
-        s = declare(&m->bias, p, prefix, "bias", 1, (int64_t[]){out}, (qkv_init){QKV_INIT_UNIFORM, bound}, 1);
+        s = qkv__nn_declare(&m->bias, p, prefix, "bias", 1, (int64_t[]){out}, (qkv_init){QKV_INIT_UNIFORM, bound}, 1);
     m->in_features = in;
     m->out_features = out;
     return s;
@@ -89,8 +90,9 @@ qkv_status qkv_layernorm_init(qkv_layernorm_m *m, qkv_params *p, const char *pre
     if (!(eps > 0.0f) || !isfinite(eps))
         return qkv__set_error(QKV_ERR_RANGE, "qkv_layernorm_init '%s': eps %g must be a positive number",
                               prefix ? prefix : "", (double)eps);
-    qkv_status s = declare(&m->weight, p, prefix, "weight", 1, (int64_t[]){C}, (qkv_init){QKV_INIT_ONES, 0}, 1);
-    if (s == QKV_OK) s = declare(&m->bias, p, prefix, "bias", 1, (int64_t[]){C}, (qkv_init){QKV_INIT_ZEROS, 0}, 1);
+    qkv_status s = qkv__nn_declare(&m->weight, p, prefix, "weight", 1, (int64_t[]){C}, (qkv_init){QKV_INIT_ONES, 0}, 1);
+    if (s == QKV_OK)
+        s = qkv__nn_declare(&m->bias, p, prefix, "bias", 1, (int64_t[]){C}, (qkv_init){QKV_INIT_ZEROS, 0}, 1);
     m->eps = eps;
     return s;
 }
@@ -116,7 +118,7 @@ qkv_status qkv_embedding_init(qkv_embedding_m *m, qkv_params *p, const char *pre
     if (!(std >= 0.0f) || !isfinite(std))
         return qkv__set_error(QKV_ERR_RANGE, "qkv_embedding_init '%s': std %g must be >= 0", prefix ? prefix : "",
                               (double)std);
-    return declare(&m->weight, p, prefix, "weight", 2, (int64_t[]){V, C}, (qkv_init){QKV_INIT_NORMAL, std}, 0);
+    return qkv__nn_declare(&m->weight, p, prefix, "weight", 2, (int64_t[]){V, C}, (qkv_init){QKV_INIT_NORMAL, std}, 0);
 }
 
 /* ids (B,T), weight (V,C) -> (B,T,C) */

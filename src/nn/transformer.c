@@ -18,20 +18,8 @@
 #include <string.h>
 
 #include "core/core_int.h"
+#include "nn/nn_int.h"
 #include "qkv/nn.h"
-
-#define NAME_MAX_LEN 256
-
-/* "prefix.field", or "field" when prefix is empty. 0 (and the thread error) when it does not fit. */
-static int join(char *buf, const char *prefix, const char *field) {
-    int n = (prefix && *prefix) ? snprintf(buf, NAME_MAX_LEN, "%s.%s", prefix, field)
-                                : snprintf(buf, NAME_MAX_LEN, "%s", field);
-    if (n < 0 || n >= NAME_MAX_LEN) {
-        qkv__set_error(QKV_ERR_ARG, "nn: parameter name '%s.%s' longer than %d bytes", prefix, field, NAME_MAX_LEN - 1);
-        return 0;
-    }
-    return 1;
-}
 
 /* ---- position-wise feed-forward ---- */
 
@@ -54,8 +42,8 @@ qkv_status qkv_ffn_init(qkv_ffn_m *m, qkv_params *p, const char *prefix, int64_t
         return qkv__set_error(QKV_ERR_RANGE, "qkv_ffn_init '%s': dropout %g outside [0, 1)", pf, (double)dropout);
     m->act = act;
     m->dropout = dropout;
-    char n1[NAME_MAX_LEN], n2[NAME_MAX_LEN];
-    if (!join(n1, pf, "linear1") || !join(n2, pf, "linear2")) return QKV_ERR_ARG;
+    char n1[QKV__NN_NAME_MAX], n2[QKV__NN_NAME_MAX];
+    if (!qkv__nn_join(n1, pf, "linear1") || !qkv__nn_join(n2, pf, "linear2")) return QKV_ERR_ARG;
     qkv_status s = qkv_linear_init(&m->linear1, p, n1, C, dim_ff, 1);
     if (s == QKV_OK) s = qkv_linear_init(&m->linear2, p, n2, dim_ff, C, 1);
     return s;
@@ -120,8 +108,9 @@ qkv_status qkv_encoder_layer_init(qkv_encoder_layer_m *m, qkv_params *p, const c
     qkv_status s = check_config("qkv_encoder_layer_init", pf, cfg);
     if (s != QKV_OK) return s;
     m->cfg = *cfg;
-    char sa[NAME_MAX_LEN], n1[NAME_MAX_LEN], n2[NAME_MAX_LEN];
-    if (!join(sa, pf, "self_attn") || !join(n1, pf, "norm1") || !join(n2, pf, "norm2")) return QKV_ERR_ARG;
+    char sa[QKV__NN_NAME_MAX], n1[QKV__NN_NAME_MAX], n2[QKV__NN_NAME_MAX];
+    if (!qkv__nn_join(sa, pf, "self_attn") || !qkv__nn_join(n1, pf, "norm1") || !qkv__nn_join(n2, pf, "norm2"))
+        return QKV_ERR_ARG;
     s = qkv_mha_init(&m->self_attn, p, sa, cfg->d_model, cfg->n_head, cfg->dropout);
     if (s == QKV_OK)
         s = qkv_ffn_init(&m->ffn, p, pf, cfg->d_model, cfg->dim_feedforward, cfg->activation, cfg->dropout);
@@ -166,9 +155,9 @@ qkv_status qkv_decoder_layer_init(qkv_decoder_layer_m *m, qkv_params *p, const c
     qkv_status s = check_config("qkv_decoder_layer_init", pf, cfg);
     if (s != QKV_OK) return s;
     m->cfg = *cfg;
-    char sa[NAME_MAX_LEN], ca[NAME_MAX_LEN], n1[NAME_MAX_LEN], n2[NAME_MAX_LEN], n3[NAME_MAX_LEN];
-    if (!join(sa, pf, "self_attn") || !join(ca, pf, "multihead_attn") || !join(n1, pf, "norm1") ||
-        !join(n2, pf, "norm2") || !join(n3, pf, "norm3"))
+    char sa[QKV__NN_NAME_MAX], ca[QKV__NN_NAME_MAX], n1[QKV__NN_NAME_MAX], n2[QKV__NN_NAME_MAX], n3[QKV__NN_NAME_MAX];
+    if (!qkv__nn_join(sa, pf, "self_attn") || !qkv__nn_join(ca, pf, "multihead_attn") ||
+        !qkv__nn_join(n1, pf, "norm1") || !qkv__nn_join(n2, pf, "norm2") || !qkv__nn_join(n3, pf, "norm3"))
         return QKV_ERR_ARG;
     s = qkv_mha_init(&m->self_attn, p, sa, cfg->d_model, cfg->n_head, cfg->dropout);
     if (s == QKV_OK) s = qkv_mha_init(&m->multihead_attn, p, ca, cfg->d_model, cfg->n_head, cfg->dropout);
@@ -227,7 +216,7 @@ static qkv_status check_stack(const char *fn, const char *prefix, int n_layers) 
 static int layer_prefix(char *buf, const char *prefix, int i) {
     char field[32];
     snprintf(field, sizeof field, "layers.%d", i);
-    return join(buf, prefix, field);
+    return qkv__nn_join(buf, prefix, field);
 }
 
 /* Stacks declare "prefix.layers.i.*" for each layer, then "prefix.norm" when asked. PyTorch
@@ -241,13 +230,13 @@ qkv_status qkv_encoder_init(qkv_encoder_m *m, qkv_params *p, const char *prefix,
     qkv_status s = check_stack("qkv_encoder_init", pf, n_layers);
     if (s == QKV_OK) s = check_config("qkv_encoder_init", pf, cfg);
     if (s != QKV_OK) return s;
-    char name[NAME_MAX_LEN];
+    char name[QKV__NN_NAME_MAX];
     for (int i = 0; i < n_layers && s == QKV_OK; i++) {
         if (!layer_prefix(name, pf, i)) return QKV_ERR_ARG;
         s = qkv_encoder_layer_init(&m->layers[i], p, name, cfg);
     }
     if (s == QKV_OK && final_norm) {
-        if (!join(name, pf, "norm")) return QKV_ERR_ARG;
+        if (!qkv__nn_join(name, pf, "norm")) return QKV_ERR_ARG;
         s = qkv_layernorm_init(&m->norm, p, name, cfg->d_model, cfg->layer_norm_eps);
     }
     m->n_layers = n_layers;
@@ -277,13 +266,13 @@ qkv_status qkv_decoder_init(qkv_decoder_m *m, qkv_params *p, const char *prefix,
     qkv_status s = check_stack("qkv_decoder_init", pf, n_layers);
     if (s == QKV_OK) s = check_config("qkv_decoder_init", pf, cfg);
     if (s != QKV_OK) return s;
-    char name[NAME_MAX_LEN];
+    char name[QKV__NN_NAME_MAX];
     for (int i = 0; i < n_layers && s == QKV_OK; i++) {
         if (!layer_prefix(name, pf, i)) return QKV_ERR_ARG;
         s = qkv_decoder_layer_init(&m->layers[i], p, name, cfg);
     }
     if (s == QKV_OK && final_norm) {
-        if (!join(name, pf, "norm")) return QKV_ERR_ARG;
+        if (!qkv__nn_join(name, pf, "norm")) return QKV_ERR_ARG;
         s = qkv_layernorm_init(&m->norm, p, name, cfg->d_model, cfg->layer_norm_eps);
     }
     m->n_layers = n_layers;
