@@ -4,12 +4,16 @@
  *
  * Not a test (tests/test_gemm.c checks results) and not a comparison with other libraries.
  * Each figure is the median and min–max of `runs` timed calls (default 9, at least 7) after two
- * warm-up calls. The machine may be shared: rerun when a min–max range looks wide.
+ * warm-up calls. The machine may be shared: rerun when a min–max range looks wide. The "% peak"
+ * columns divide each median by the fp32 FMA peak of the same thread count, measured here first the
+ * way bench/bench_peak.c does (16 independent zmm FMA chains per thread, median of 7), so the figures
+ * stay comparable when the clock differs from run to run.
  *
  * Usage: bench_gemm [runs [filter]]   (filter: only shapes whose name contains it, e.g. "bwd")
  * Shapes are written M×N×K: C (M,N) = op(A) (M,K) @ op(B) (K,N). For a linear layer x (1024,C) and
  * w (OC,C): forward is (0,1) 1024×OC×C, dx = dy @ w is (0,0) 1024×C×OC, and
  * dw = dy^T @ x is (1,0) OC×C×1024. */
+#include <immintrin.h>
 #include <omp.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -60,6 +64,46 @@ static float *filled(size_t n) {
     return p;
 }
 
+/* 16 independent FMA chains on zmm registers, nothing else: the arithmetic ceiling of one core. */
+__attribute__((target("avx512f"))) static float fma_chains(long iters) {
+    __m512 acc[16];
+    const __m512 x = _mm512_set1_ps(1.0f - 1.0f / 1048576.0f), y = _mm512_set1_ps(1.0f / 1048576.0f);
+#pragma GCC unroll 16
+    for (int i = 0; i < 16; i++) acc[i] = _mm512_set1_ps(1.0f + (float)i / 64.0f);
+    for (long t = 0; t < iters; t++) {
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+#pragma GCC unroll 16
+        for (int i = 0; i < 16; i++) __asm__ volatile("" : "+v"(acc[i]));
+    }
+    __m512 s = acc[0];
+#pragma GCC unroll 16
+    for (int i = 1; i < 16; i++) s = _mm512_add_ps(s, acc[i]);
+    return _mm512_reduce_add_ps(s);
+}
+
+static volatile float g_sink;
+
+/* Median GFLOP/s of 7 runs of the FMA chains on nt threads (0 when the CPU has no AVX-512). */
+static double fma_peak(int nt) {
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512f")) return 0.0;
+    const long iters = 1L << 23; /* 16 FMAs a trip: about 16 ms at 2 FMAs a cycle */
+    double gf[7];
+    for (int r = -1; r < 7; r++) {
+        double t0 = omp_get_wtime();
+#pragma omp parallel num_threads(nt)
+        {
+            float v = fma_chains(iters);
+            if (v == 12345.0f) g_sink = v;
+        }
+        double dt = omp_get_wtime() - t0;
+        if (r >= 0) gf[r] = 512.0 * (double)iters * nt / dt / 1e9;
+    }
+    qsort(gf, 7, sizeof(double), cmp_double);
+    return gf[3];
+}
+
 /* Times `runs` calls; fills t[] (seconds, sorted). */
 static void time_shape(const shape_t *s, int runs, double *t) {
     size_t na = (size_t)(s->M * s->K * s->batch), nb = (size_t)(s->K * s->N * s->batch);
@@ -90,8 +134,11 @@ int main(int argc, char **argv) {
     int maxt = omp_get_max_threads();
     printf("bench_gemm: path %s, up to %d threads, %d runs after 2 warm-ups, median [min-max]\n",
            qkv__gemm_isa(), maxt, runs);
-    printf("%-22s %2s %2s %18s %8s  %-26s %-26s\n", "shape", "ta", "tb", "M x N x K", "batch",
-           "1 thread GFLOP/s", "2 threads GFLOP/s");
+    double peak[3] = {0.0, fma_peak(1), fma_peak(2)};
+    printf("fp32 FMA peak (zmm, median of 7): 1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s\n", peak[1],
+           peak[2]);
+    printf("%-22s %2s %2s %18s %8s  %-28s %-28s\n", "shape", "ta", "tb", "M x N x K", "batch",
+           "1 thread GFLOP/s     %peak", "2 threads GFLOP/s    %peak");
     const int nshapes = (int)(sizeof shapes / sizeof shapes[0]);
     for (int i = 0; i < nshapes; i++) {
         const shape_t *s = &shapes[i];
@@ -102,10 +149,11 @@ int main(int argc, char **argv) {
         for (int nt = 1; nt <= 2; nt++) {
             omp_set_num_threads(nt);
             time_shape(s, runs, t);
-            snprintf(col[nt - 1], sizeof col[0], "%6.1f [%5.1f-%5.1f]", flop / t[runs / 2] / 1e9,
-                     flop / t[runs - 1] / 1e9, flop / t[0] / 1e9);
+            double med = flop / t[runs / 2] / 1e9;
+            snprintf(col[nt - 1], sizeof col[0], "%6.1f [%5.1f-%5.1f] %4.0f%%", med, flop / t[runs - 1] / 1e9,
+                     flop / t[0] / 1e9, peak[nt] > 0.0 ? 100.0 * med / peak[nt] : 0.0);
         }
-        printf("%-22s %2d %2d %18s %8lld  %-26s %-26s\n", s->what, s->ta, s->tb, dims, (long long)s->batch,
+        printf("%-22s %2d %2d %18s %8lld  %-28s %-28s\n", s->what, s->ta, s->tb, dims, (long long)s->batch,
                col[0], col[1]);
         fflush(stdout);
     }
@@ -127,6 +175,8 @@ int main(int argc, char **argv) {
                col[1]);
         fflush(stdout);
     }
+    printf("\nfp32 FMA peak again at the end: 1 thread %.1f GFLOP/s, 2 threads %.1f GFLOP/s\n", fma_peak(1),
+           fma_peak(2));
     omp_set_num_threads(maxt);
     free(t);
     return 0;

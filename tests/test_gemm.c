@@ -1,6 +1,7 @@
 /* test_gemm.c — qkv__gemm and qkv__gemm_batched against the double-precision triple loop
  * qkv__gemm_ref, on edge-tile shapes, all four transpose combinations, padded leading dimensions,
- * alpha/beta variants, NaN-filled outputs with beta = 0, the M = 1 matrix-vector path and batches;
+ * alpha/beta variants, NaN-filled outputs with beta = 0, the M = 1 matrix-vector path, the copying
+ * packers on odd K slices and several cache blocks, and batches;
  * plus bit-determinism of repeated calls and a call from inside a parallel region.
  *
  * Not a benchmark (bench/bench_gemm.c is) and not a PyTorch comparison: the reference is the
@@ -210,6 +211,24 @@ static int run_all(void) {
     check_case(&g, 1, 0, 400, 200, 1024, 1.0f, 1.0f, 0, 0);
     check_case(&g, 1, 1, 341, 333, 555, 1.0f, 0.0f, 1, 1);
     check_case(&g, 0, 1, 128, 192, 3072, 1.0f, 0.0f, 0, 0);
+    group_end(&g);
+
+    /* The packers that copy (op(A) stored K×M, op(B) stored K×N) work through PF_ROWS = 8 source
+     * rows at a time across the whole block: K slices that are not a multiple of 8 or shorter than 8,
+     * partial micro-panels on both edges, several MC / KC / NC blocks, leading dimensions with padding
+     * and ones that are a multiple of 1024 floats. */
+    group_begin(&g, "copy packers: odd K, partial panels, blocks");
+    static const int64_t cp[][5] = {
+        /* ta tb M N K */
+        {1, 0, 30, 3100, 530}, {1, 0, 200, 70, 1037}, {0, 0, 45, 3200, 9}, {1, 0, 15, 33, 7},
+        {1, 1, 181, 40, 515},  {0, 0, 7, 1025, 1100},  {1, 0, 1, 50, 3},    {1, 0, 2, 1, 1030},
+    };
+    for (int c = 0; c < (int)(sizeof cp / sizeof cp[0]); c++)
+        for (int v = 0; v < 3; v++)
+            check_case(&g, (int)cp[c][0], (int)cp[c][1], cp[c][2], cp[c][3], cp[c][4], ab[v][0], ab[v][1],
+                       v == 2 ? 0 : 2 * v + 1, 0);
+    /* lda = ldb = ldc = 1024: every row of a panel in the same cache set */
+    check_case(&g, 1, 0, 1000, 1000, 200, 1.0f, 0.0f, 24, 0);
     group_end(&g);
 
     group_begin(&g, "batched (strided, batch 1/2/3/12)");

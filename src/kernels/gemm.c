@@ -12,7 +12,12 @@
  * column panels of C, pc over KC-deep slices of K, ic over MC-tall row blocks, then jr / ir over the
  * NR / MR micro-tiles of one block. Threads split C into rectangles in whole micro-tiles (never K), and
  * the KC blocking depends on K alone, so every element of C is the same sequence of FMAs whichever
- * thread computes it: results are bit-identical run to run. */
+ * thread computes it: results are bit-identical run to run.
+ *
+ * Where the time goes (AVX-512, 2-core Zen 5, GPT-2 shapes with 1024 rows): the micro-kernel alone
+ * runs at 98% of the FMA peak with its operands in L1/L2, whole calls at 90-93% of the 1-thread peak
+ * and about 90% of the 2-thread peak (bench/bench_gemm.c prints both). The rest is packing (3-6%:
+ * the operands come from memory) and cache misses on C; so a different tile shape cannot gain much. */
 #include "kernels/gemm.h"
 
 #include <immintrin.h>
@@ -302,21 +307,55 @@ AVX512 static inline __attribute__((always_inline)) void transpose16(__m512 r[16
 #define PF_AHEAD 64
 #define PF_ROWS 8
 
+/* Operands stored the way the kernel reads them (A as K×M, B as K×N) are packed by copying, in row
+ * order: the block is cut into strips of whole micro-panels about PACK_STRIP floats (1 KB) wide, and
+ * each strip is copied PF_ROWS source rows at a time, each row read from left to right across the strip
+ * while the next PF_ROWS rows of the strip are prefetched (8 KB in flight). Copying one micro-panel at
+ * a time instead reads 14 or 32 floats from each of kb rows before moving on; when the row stride is a
+ * multiple of 4 KB those rows fall in the same cache sets and lines are fetched again for the next
+ * panel: dy (1024,3072) of the MLP weight gradient dy^T @ x packed 2x slower that way (0.51 vs 0.26 ns
+ * a float). Strips rather than whole rows keep the prefetched rows in L1: prefetching 8 full rows of a
+ * 1536-wide block is 48 KB, the whole L1, and packed B of dx = dy @ w (w (768,3072)) ran at 0.26-0.35
+ * ns a float instead of 0.19. */
+#define PACK_STRIP 256
+
+AVX512 static void pack_rows_avx512(const float *S, int64_t lds, int64_t k, int64_t w, int64_t r,
+                                    float *out) {
+    const int64_t npan = cdiv(w, r), per_strip = PACK_STRIP / r;
+    const __mmask16 st0 = mask16(r), st1 = mask16(r - 16);
+    for (int64_t q0 = 0; q0 < npan; q0 += per_strip) {
+        const int64_t q1 = min64(npan, q0 + per_strip), c0 = q0 * r, c1 = min64(w, q1 * r);
+        for (int64_t p0 = 0; p0 < k; p0 += PF_ROWS) {
+            const int64_t p1 = min64(k, p0 + PF_ROWS);
+            for (int64_t p = p1; p < min64(k, p1 + PF_ROWS); p++)
+                for (int64_t c = c0; c < c1; c += 16) _mm_prefetch((const char *)(S + p * lds + c), _MM_HINT_T0);
+            for (int64_t q = q0; q < q1; q++) {
+                const int64_t left = min64(w - q * r, r);
+                const __mmask16 m0 = mask16(left), m1 = mask16(left - 16);
+                const float *src = S + q * r;
+                float *o = out + q * r * k;
+                for (int64_t p = p0; p < p1; p++) {
+                    _mm512_mask_storeu_ps(o + p * r, st0, _mm512_maskz_loadu_ps(m0, src + p * lds));
+                    if (r > 16)
+                        _mm512_mask_storeu_ps(o + p * r + 16, st1, _mm512_maskz_loadu_ps(m1, src + p * lds + 16));
+                }
+            }
+        }
+    }
+}
+
 /* A micro-panel: out[p*14 + i] = op(A)[i0+i][p]. Stored K×M (ta = 1) this is a copy of 14 contiguous
- * floats per p; stored M×K (ta = 0, the x of x @ w.T) it is a transpose, done 16×16 in registers. */
+ * floats per p (pack_rows_avx512); stored M×K (ta = 0, the x of x @ w.T) it is a transpose, done 16×16
+ * in registers. */
 AVX512 static void pack_a_avx512(int ta, const float *A, int64_t lda, int64_t m, int64_t k,
                                  float *out) {
+    if (ta) {
+        pack_rows_avx512(A, lda, k, m, MR16, out);
+        return;
+    }
     const __mmask16 st = mask16(MR16);
     for (int64_t i0 = 0; i0 < m; i0 += MR16, out += MR16 * k) {
         int64_t mm = min64(MR16, m - i0);
-        if (ta) {
-            __mmask16 lm = mask16(mm);
-            for (int64_t p = 0; p < k; p++) {
-                if (p + PF_ROWS < k) _mm_prefetch((const char *)(A + (p + PF_ROWS) * lda + i0), _MM_HINT_T0);
-                _mm512_mask_storeu_ps(out + p * MR16, st, _mm512_maskz_loadu_ps(lm, A + p * lda + i0));
-            }
-            continue;
-        }
         for (int64_t p0 = 0; p0 < k; p0 += 16) {
             int64_t kw = min64(16, k - p0);
             __mmask16 km = mask16(kw);
@@ -344,25 +383,16 @@ AVX512 static void pack_a_avx512(int ta, const float *A, int64_t lda, int64_t m,
     }
 }
 
-/* B micro-panel: out[p*32 + j] = op(B)[p][j0+j]. Stored K×N (tb = 0) it is two row copies per p;
- * stored N×K (tb = 1, the w of x @ w.T) it is a transpose, 16×16 in registers. out is 64-byte aligned. */
+/* B micro-panel: out[p*32 + j] = op(B)[p][j0+j]. Stored K×N (tb = 0) it is two row copies per p
+ * (pack_rows_avx512); stored N×K (tb = 1, the w of x @ w.T) it is a transpose, 16×16 in registers. */
 AVX512 static void pack_b_avx512(int tb, const float *B, int64_t ldb, int64_t k, int64_t n,
                                  float *out) {
+    if (!tb) {
+        pack_rows_avx512(B, ldb, k, n, NR16, out);
+        return;
+    }
     for (int64_t j0 = 0; j0 < n; j0 += NR16, out += NR16 * k) {
         int64_t nn = min64(NR16, n - j0);
-        if (!tb) {
-            __mmask16 m0 = mask16(nn), m1 = mask16(nn - 16);
-            for (int64_t p = 0; p < k; p++) {
-                const float *src = B + p * ldb + j0;
-                if (p + PF_ROWS < k) {
-                    _mm_prefetch((const char *)(src + PF_ROWS * ldb), _MM_HINT_T0);
-                    _mm_prefetch((const char *)(src + PF_ROWS * ldb + nn - 1), _MM_HINT_T0);
-                }
-                _mm512_store_ps(out + p * NR16, _mm512_maskz_loadu_ps(m0, src));
-                _mm512_store_ps(out + p * NR16 + 16, _mm512_maskz_loadu_ps(m1, src + 16));
-            }
-            continue;
-        }
         for (int64_t h = 0; h < 2; h++) {
             int64_t cnt = min64(16, nn - 16 * h);
             for (int64_t p0 = 0; p0 < k; p0 += 16) {
@@ -545,7 +575,12 @@ AVX512 static void gemv_avx512(int tb, int64_t j0, int64_t j1, int64_t K, float 
     }
 }
 
-static const isa_t isa_avx512 = {"avx512", MR16, NR16, 256, 336, 3072, 64,
+/* KC 512: the B micro-panel (32×512, 64 KB) no longer fits L1 and streams from L2 next to the A
+ * micro-panel, which the kernel sustains (97% of peak measured with both in L2), while C is read and
+ * written half as often as with KC 256 and a K of 768 or 1024 is cut into 2 slices instead of 3 or 4.
+ * MC 168 keeps the packed A block (168×512, 344 KB) in a third of the 1 MB L2. Measured against
+ * KC 256 / MC 336 on the nine GPT-2 training shapes: +1% on one thread, +1.5% per thread on two. */
+static const isa_t isa_avx512 = {"avx512", MR16, NR16, 512, 168, 3072, 64,
                                  kernel_avx512_14x32, pack_a_avx512, pack_b_avx512, gemv_avx512};
 
 /* ------------------------------------------------------------------------------------------------
@@ -578,8 +613,8 @@ const char *qkv__gemm_isa(void) { return get_isa()->name; }
  * (Sharing one packed A or B among the threads was tried: with barriers per block it measured
  * 3-10% slower here than each thread packing what it needs.) */
 
-#define BUF_A_FLOATS (336 * 256 + 64)  /* max mc*kc over the paths, plus slack */
-#define BUF_B_FLOATS (3072 * 256 + 64) /* max nc*kc */
+#define BUF_A_FLOATS (168 * 512 + 64)  /* max mc*kc over the paths, plus slack */
+#define BUF_B_FLOATS (3072 * 512 + 64) /* max nc*kc */
 
 typedef struct {
     float *a, *b;
