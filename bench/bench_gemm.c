@@ -45,6 +45,10 @@ static const shape_t shapes[] = {
 static const shape_t matvecs[] = {
     {"gen  qkv   x@w.T", 0, 1, 1, 2304, 768, 1},
     {"gen  head  x@wte.T", 0, 1, 1, 50257, 768, 1},
+    {"gen  qkv   x@W (HF Conv1D)", 0, 0, 1, 2304, 768, 1},
+    {"gen  attnp x@W (HF Conv1D)", 0, 0, 1, 768, 768, 1},
+    {"gen  fc    x@W (HF Conv1D)", 0, 0, 1, 3072, 768, 1},
+    {"gen  proj  x@W (HF Conv1D)", 0, 0, 1, 768, 3072, 1},
 };
 
 static int cmp_double(const void *a, const void *b) {

@@ -27,7 +27,8 @@
  * alpha == 0 or K == 0 means C = beta * C and A, B are not read.
  * Threads: uses OpenMP internally (omp_get_max_threads()); must not be called from inside an
  * active parallel region expecting nested parallelism (if called inside one, run single-threaded).
- * Deterministic: for a given thread count the result is bit-identical run to run (never split K across threads). */
+ * Deterministic: bit-identical run to run, and independent of the thread count (K is never cut by
+ * thread: where it is cut, as in the x @ W matrix-vector case, the cut is fixed by the shape alone). */
 void qkv__gemm(int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
                const float *A, int64_t lda, const float *B, int64_t ldb,
                float beta, float *C, int64_t ldc);
