@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # install-deps.sh — installs every system package qkv needs on Debian/Ubuntu (apt-get), nothing else.
 # Why each one is in docs/ARCHITECTURE.md ("Dependencies"). Safe to run again; uses sudo when not root.
+# --bench adds what bench/compare.sh needs to measure PyTorch at its best: OpenBLAS (without it Debian's
+# torch multiplies matrices with the reference BLAS, ~30x slower). qkv itself never uses a BLAS.
 set -euo pipefail
 pkgs=(
     build-essential   # gcc (C11 compiler, libgomp for OpenMP threads), make
@@ -11,6 +13,12 @@ pkgs=(
     python3-torch     # PyTorch 1.13: the committed golden-file scripts (tests only, never at run time)
     python3-numpy     # used by those scripts to write golden files
 )
+if [ "${1:-}" = "--bench" ]; then
+    pkgs+=(libopenblas0-openmp) # PyTorch's GEMM in bench/compare.sh (chosen there by LD_LIBRARY_PATH)
+elif [ $# -gt 0 ]; then
+    echo "install-deps: unknown option '$1' (the only one is --bench)" >&2
+    exit 2
+fi
 if [ "$(id -u)" -eq 0 ]; then sudo=""; else sudo="sudo"; fi
 missing=()
 for p in "${pkgs[@]}"; do

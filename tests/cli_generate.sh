@@ -55,7 +55,8 @@ done
 for f in --model --text --file --decode --json --no-special; do
     "$Q" tokenize --help | grep -qF -- "$f" || bad "tokenize --help does not mention $f"
 done
-for f in --train --prefill --decode --iters --warmup --threads --b --t --prompt --gen --tiny --json; do
+for f in --train --prefill --decode --attention --model --iters --warmup --threads --b --t --dropout --prompt \
+    --gen --heads --tiny --json; do
     "$Q" bench --help | grep -qF -- "$f" || bad "bench --help does not mention $f"
 done
 ok "every flag is documented in the three --help texts"
@@ -91,6 +92,10 @@ expect_err 2 "--iters" "$Q" bench --tiny --iters 0
 expect_err 2 "--gen" "$Q" bench --tiny --gen 1000
 expect_err 2 "--threads" "$Q" bench --tiny --threads abc
 expect_err 2 "--what" "$Q" bench --what
+expect_err 2 "--model" "$Q" bench --model gpt3
+expect_err 2 "--dropout" "$Q" bench --tiny --dropout 1.5
+expect_err 2 "--heads" "$Q" bench --attention --heads 0
+expect_err 2 "--t" "$Q" bench --attention --t 100000
 
 # ---------------------------------------------------------------- missing things that need no model
 expect_err 1 "no such directory" "$Q" generate --model "$M0" --prompt hi
@@ -259,8 +264,8 @@ fi
 # ---------------------------------------------------------------- bench smoke run
 if "$Q" bench --tiny > "$tmp/bench" 2> "$tmp/err"; then
     miss=""
-    for f in "threads: " "train    B=4 T=64" "ms/step" "prefill  T=64" "decode   128 after 64" "tokens/s" \
-        "peak RSS" "arena peak"; do
+    for f in "threads: " "train B=4 T=64" "ms/step" "prefill T=64" "decode 128 after 64" "tokens/s" \
+        "min-max" "peak RSS" "arena peak"; do
         grep -qF -- "$f" "$tmp/bench" || miss="$miss '$f'"
     done
     if [ -z "$miss" ] && [ ! -s "$tmp/err" ]; then
@@ -275,11 +280,29 @@ fi
 if "$Q" bench --tiny --json --decode --threads 1 > "$tmp/bench" 2> "$tmp/err" &&
     "$PY" -c "import json, sys
 d = json.load(open(sys.argv[1]))
-assert d['threads'] == 1 and d['decode']['tokens_per_s'] > 0 and 'train' not in d and d['peak_rss_mib'] > 0" \
+dec = d['decode']
+assert d['threads'] == 1 and dec['tokens_per_s'] > 0 and 'train' not in d and d['peak_rss_mib'] > 0
+assert len(dec['ms']) == 1 and dec['tokens'] == 128 and abs(dec['ms_median'] - dec['ms'][0]) < 1e-3" \
         "$tmp/bench"; then
     ok "bench --tiny --json --decode --threads 1: one JSON object with the decode fields only"
 else
     bad "bench --tiny --json: $(head -c 300 "$tmp/bench") $(cat "$tmp/err")"
+fi
+if "$Q" bench --attention --t 256 --heads 2 --iters 3 --warmup 0 --json > "$tmp/bench" 2> "$tmp/err" &&
+    "$PY" -c "import json, sys
+d = json.load(open(sys.argv[1]))
+f, b = d['attention_fwd'], d['attention_bwd']
+assert d['model'] == 'none' and f['T'] == 256 and f['H'] == 2 and len(f['ms']) == 3 and len(b['ms']) == 3
+assert 0 < f['arena_peak_mib'] < 64 and min(f['ms'] + b['ms']) > 0" "$tmp/bench"; then
+    ok "bench --attention --json: forward and backward times of every repetition, arena peak"
+else
+    bad "bench --attention --json: $(head -c 300 "$tmp/bench") $(cat "$tmp/err")"
+fi
+if "$Q" bench --model small --train --t 32 --b 2 --iters 2 --warmup 0 > "$tmp/bench" 2> "$tmp/err" &&
+    grep -qF "small char model" "$tmp/bench" && grep -qF "train B=2 T=32" "$tmp/bench"; then
+    ok "bench --model small --train runs the char model"
+else
+    bad "bench --model small: $(cat "$tmp/bench" "$tmp/err")"
 fi
 
 echo "cli_generate: $checks checks, $fails failed, $skipped parts skipped"
