@@ -237,6 +237,9 @@ static void test_shapes(void) {
         {1, 1, 64, 64, 257, 257, 0, 0, 0},
         {1, 2, 64, 64, 1, 37, 1, 0, 0},    /* decode-like: one query over a cache of 37 */
         {3, 2, 64, 64, 1, 37, 0, 1, 0},
+        {2, 12, 64, 64, 1, 130, 1, 3, 0},  /* one query, heads shared out among threads, 16-key blocks */
+        {2, 3, 20, 12, 1, 33, 1, 2, 0},    /* one query, odd head count, D % 16 != 0, a fully padded row */
+        {1, 1, 64, 64, 1, 1000, 1, 0, 0},  /* one query over a long cache */
         {2, 4, 16, 16, 63, 130, 0, 1, 0},  /* cross attention, Tq < Tk */
         {2, 4, 16, 16, 63, 130, 1, 0, 0},  /* causal aligned at the end */
         {2, 2, 8, 8, 130, 7, 1, 0, 0},     /* Tq > Tk causal: the first rows see no key */
