@@ -58,6 +58,15 @@ def measured_peak(qkv_build):
     return (float(m.group(1)), float(m.group(2))) if m else None
 
 
+def measured_bandwidth(qkv_build, threads):
+    exe = os.path.join(qkv_build, "bench_stream")
+    if not os.path.exists(exe):
+        return None
+    out = subprocess.run([exe, "5"], stdout=subprocess.PIPE, text=True).stdout
+    m = re.search(r"^%d threads?: ([0-9.]+) GB/s" % min(threads, 2), out, re.M)
+    return float(m.group(1)) if m else None
+
+
 def main():
     ap = argparse.ArgumentParser(description="qkv beside PyTorch, alternating, on the same shapes")
     ap.add_argument("--qkv", default=os.path.join(ROOT, "build", "qkv"), help="the qkv binary")
@@ -146,10 +155,12 @@ def main():
 
     def train_case(label, model, B, T, qi, ti):
         shape = GPT2 if model == "gpt2" else SMALL
+        # two warm-up steps on both sides: the first steps grow the allocators (qkv's arena reaches its
+        # single peak-sized block on the second step) and fault their pages in
         res = both(label, ["--model", model, "--train", "--b", str(B), "--t", str(T), "--dropout", "0",
-                           "--iters", str(qi), "--warmup", "1"],
+                           "--iters", str(qi), "--warmup", "2"],
                    ["--model", model, "--train", "--B", str(B), "--T", str(T), "--dropout", "0",
-                    "--iters", str(ti), "--warmup", "1"])
+                    "--iters", str(ti), "--warmup", "2"])
         n = res["qkv"][0]["params"]
         tokens = B * T
         flop = tokens * (6.0 * n + 6.0 * shape["L"] * T * shape["C"])
@@ -171,8 +182,13 @@ def main():
                    ["--prefill", "--decode", "--prompt", "64", "--gen", "128", "--iters", it, "--warmup", "1"],
                    ["--prefill", "--decode", "--prompt", "64", "--gen", "128", "--iters", it, "--warmup", "1"])
         row("GPT-2 124M prompt forward T=64", pool(res["qkv"], "prefill"), pool(res["torch"], "prefill"), "ms", 64)
+        bw = measured_bandwidth(os.path.dirname(a.qkv), a.threads)
         row("GPT-2 124M decode 128 after 64", pool(res["qkv"], "decode"), pool(res["torch"], "decode"),
             "ms/128 tok", 128)
+        if bw:
+            wbytes = res["qkv"][0]["params"] * 4.0
+            print("    DRAM read bandwidth right after (build/bench_stream): %.1f GB/s; every weight once per token "
+                  "(%.0f MB) caps decode at %.1f tokens/s" % (bw, wbytes / 1e6, bw * 1e9 / wbytes))
         print(rss(res), flush=True)
     if "attention" in cases:
         print("\nattention alone, causal, B=1 D=64, forward + backward of sum(out), weights not requested")
