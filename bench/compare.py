@@ -179,8 +179,8 @@ def main():
     if "infer" in cases:
         it = "2" if q else "3"
         res = both("GPT-2 124M prefill T=64 + decode 128",
-                   ["--prefill", "--decode", "--prompt", "64", "--gen", "128", "--iters", it, "--warmup", "1"],
-                   ["--prefill", "--decode", "--prompt", "64", "--gen", "128", "--iters", it, "--warmup", "1"])
+                   ["--prefill", "--decode", "--prompt", "64", "--gen", "128", "--iters", it, "--warmup", "2"],
+                   ["--prefill", "--decode", "--prompt", "64", "--gen", "128", "--iters", it, "--warmup", "2"])
         row("GPT-2 124M prompt forward T=64", pool(res["qkv"], "prefill"), pool(res["torch"], "prefill"), "ms", 64)
         bw = measured_bandwidth(os.path.dirname(a.qkv), a.threads)
         row("GPT-2 124M decode 128 after 64", pool(res["qkv"], "decode"), pool(res["torch"], "decode"),

@@ -8,6 +8,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core_int.h"
 
@@ -25,7 +26,29 @@ struct qkv_params {
     int n, cap;
     int64_t numel, numel_real;
     float *data, *grad;
+    size_t bytes; /* of each block */
 };
+
+/* A zero-filled, 64-byte-aligned block. Large blocks are anonymous mappings: the kernel hands out
+ * zero pages as they are first written, so a gradient block that inference never touches costs no
+ * memory (GPT-2 124M: 475 MiB of resident memory and the time to clear it, saved per model load). */
+#define MAP_MIN_BYTES ((size_t)1 << 20)
+
+static float *block_alloc(size_t bytes) {
+    if (bytes >= MAP_MIN_BYTES) {
+        void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        return m == MAP_FAILED ? NULL : m;
+    }
+    float *b = aligned_alloc(64, bytes);
+    if (b) memset(b, 0, bytes);
+    return b;
+}
+
+static void block_free(float *b, size_t bytes) {
+    if (!b) return;
+    if (bytes >= MAP_MIN_BYTES) munmap(b, bytes);
+    else free(b);
+}
 
 qkv_params *qkv_params_new(void) {
     qkv_params *p = calloc(1, sizeof *p);
@@ -40,8 +63,8 @@ void qkv_params_free(qkv_params *p) {
         free(p->e[i]);
     }
     free(p->e);
-    free(p->data);
-    free(p->grad);
+    block_free(p->data, p->bytes);
+    block_free(p->grad, p->bytes);
     free(p);
 }
 
@@ -106,16 +129,15 @@ qkv_status qkv_params_alloc(qkv_params *p, uint64_t seed) {
     if (!p) return qkv__set_error(QKV_ERR_ARG, "qkv_params_alloc: NULL block");
     if (p->data) return qkv__set_error(QKV_ERR_STATE, "qkv_params_alloc: already allocated");
     size_t bytes = (size_t)(p->numel > 0 ? p->numel : SLICE_ALIGN) * sizeof(float);
-    p->data = aligned_alloc(64, bytes);
-    p->grad = aligned_alloc(64, bytes);
+    p->data = block_alloc(bytes);
+    p->grad = block_alloc(bytes);
     if (!p->data || !p->grad) {
-        free(p->data);
-        free(p->grad);
+        block_free(p->data, bytes);
+        block_free(p->grad, bytes);
         p->data = p->grad = NULL;
         return qkv__set_error(QKV_ERR_NOMEM, "qkv_params_alloc: cannot allocate 2 x %zu bytes", bytes);
     }
-    memset(p->data, 0, bytes);
-    memset(p->grad, 0, bytes);
+    p->bytes = bytes;
     qkv_rng r;
     qkv_rng_seed(&r, seed);
     for (int i = 0; i < p->n; i++) {
