@@ -7,7 +7,8 @@
  *   tiny   vocab 512, 256 positions, 2 layers, 4 heads, 64 wide (a seconds-long smoke run)
  * Measurements, each selectable:
  *   train      one optimisation step at B×T: forward with the loss, backward, AdamW, zero grad
- *              (dropout --dropout, default the config's 0.1, as in fine-tuning)
+ *              (dropout --dropout, default the config's 0.1, as in fine-tuning), run as qkv train
+ *              runs it: the per-op NaN scans off, the loss checked instead
  *   prefill    the prompt forward (batch 1) through qkv_gpt_step, filling the KV cache
  *   decode     generation with the KV cache: --gen single-token steps after the prompt (like
  *              llama-bench -p 64 -n 128), the next id by argmax; one repetition = one prompt + gen
@@ -20,6 +21,7 @@
  * Convention a reader needs: every time is wall-clock (CLOCK_MONOTONIC) around the library calls only;
  * tokens/s is tokens processed per second of that time.
  */
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +122,7 @@ static int bench_train(qkv_gpt *m, long B, long T, long warmup, long iters, resu
     for (long i = 0; i < B * T; i++) ids[i] = (int32_t)(qkv_rng_u64(&rng) % (uint64_t)V);
     for (long i = 0; i < B * T; i++) tgt[i] = i % T == T - 1 ? -100 : ids[i + 1];
     qkv_ctx_set_training(ctx, 1);
+    qkv_ctx_set_check_finite(ctx, 0); /* as qkv train runs: no per-op NaN scans, the loss is checked */
     for (long it = 0; it < warmup + iters; it++) {
         double t0 = now_seconds();
         qkv_ctx_reset(ctx);
@@ -127,6 +130,10 @@ static int bench_train(qkv_gpt *m, long B, long T, long warmup, long iters, resu
         qkv_gpt_forward(ctx, m, ids, B, T, tgt, &loss);
         if (!loss || qkv_backward(ctx, loss) != QKV_OK || qkv_optim_step(opt, 1e-5f) != QKV_OK) {
             rc = fail("train", qkv_ctx_status(ctx) != QKV_OK ? qkv_ctx_error(ctx) : qkv_last_error());
+            goto done;
+        }
+        if (!isfinite(loss->data[0])) {
+            rc = fail("train", "the loss is not finite");
             goto done;
         }
         qkv_params_zero_grad(qkv_gpt_params(m));
