@@ -75,6 +75,19 @@ int main(void) {
     EXPECT("linear bias size", qkv_linear(g_ctx, T(2, 3, 4, 1), T(2, 5, 4, 1), T(1, 4, 1, 1)), QKV_ERR_SHAPE,
            "linear", "bias");
     fresh();
+    EXPECT("conv1d w IN mismatch", qkv_conv1d(g_ctx, T(2, 3, 4, 1), T(2, 5, 6, 1), NULL, NULL), QKV_ERR_SHAPE,
+           "conv1d", "(IN,OUT)");
+    fresh();
+    EXPECT("conv1d residual shape", qkv_conv1d(g_ctx, T(2, 3, 4, 1), T(2, 4, 6, 1), NULL, T(2, 3, 5, 1)),
+           QKV_ERR_SHAPE, "conv1d", "residual");
+    fresh();
+    {
+        qkv_tensor *r = T(2, 3, 6, 1);
+        r->data[4] = NAN;
+        EXPECT("conv1d NaN in residual", qkv_conv1d(g_ctx, T(2, 3, 4, 1), T(2, 4, 6, 1), NULL, r), QKV_ERR_NONFINITE,
+               "conv1d", "input 2");
+    }
+    fresh();
     EXPECT("add non-broadcastable", qkv_add(g_ctx, T(3, 2, 3, 4), T(1, 3, 1, 1)), QKV_ERR_SHAPE, "add", "(3)",
            "(2,3,4)");
     fresh();

@@ -30,6 +30,13 @@ static qkv_tensor *f_linear(qkv_ctx *ctx, qkv_tensor **in, void *u) { return qkv
 static qkv_tensor *f_linear_nobias(qkv_ctx *ctx, qkv_tensor **in, void *u) {
     return qkv_linear(ctx, in[0], in[1], NULL);
 }
+static qkv_tensor *f_conv1d(qkv_ctx *ctx, qkv_tensor **in, void *u) { return qkv_conv1d(ctx, in[0], in[1], in[2], NULL); }
+static qkv_tensor *f_conv1d_res(qkv_ctx *ctx, qkv_tensor **in, void *u) {
+    return qkv_conv1d(ctx, in[0], in[1], in[2], in[3]);
+}
+static qkv_tensor *f_conv1d_res_nobias(qkv_ctx *ctx, qkv_tensor **in, void *u) {
+    return qkv_conv1d(ctx, in[0], in[1], NULL, in[2]);
+}
 static qkv_tensor *f_add(qkv_ctx *ctx, qkv_tensor **in, void *u) { return qkv_add(ctx, in[0], in[1]); }
 static qkv_tensor *f_sub(qkv_ctx *ctx, qkv_tensor **in, void *u) { return qkv_sub(ctx, in[0], in[1]); }
 static qkv_tensor *f_mul(qkv_ctx *ctx, qkv_tensor **in, void *u) { return qkv_mul(ctx, in[0], in[1]); }
@@ -140,6 +147,10 @@ int main(void) {
         {"matmul shared b, a^T", f_matmul, 2, {IN(3, 3, 4, 3), IN(2, 4, 5)}, &tn},
         {"linear with bias", f_linear, 3, {IN(3, 2, 3, 4), IN(2, 5, 4), IN(1, 5)}, NULL},
         {"linear without bias", f_linear_nobias, 2, {IN(2, 3, 4), IN(2, 5, 4)}, NULL},
+        {"conv1d (w stored IN,OUT) with bias", f_conv1d, 3, {IN(3, 2, 3, 4), IN(2, 4, 5), IN(1, 5)}, NULL},
+        {"conv1d with bias and residual", f_conv1d_res, 4, {IN(3, 2, 3, 4), IN(2, 4, 5), IN(1, 5), IN(3, 2, 3, 5)},
+         NULL},
+        {"conv1d with residual, no bias", f_conv1d_res_nobias, 3, {IN(2, 3, 4), IN(2, 4, 5), IN(2, 3, 5)}, NULL},
         {"add same shape", f_add, 2, {IN(3, 2, 3, 4), IN(3, 2, 3, 4)}, NULL},
         {"add broadcast (C)", f_add, 2, {IN(3, 2, 3, 4), IN(1, 4)}, NULL},
         {"add broadcast (T,C)", f_add, 2, {IN(3, 2, 3, 4), IN(2, 3, 4)}, NULL},

@@ -195,9 +195,11 @@ typedef struct {
     int64_t pos;
 } kv_slot;
 
-/* Conv1D: x (B,T,in) @ w (in,out) + b (out) -> (B,T,out) */
-static qkv_tensor *conv1d(qkv_ctx *ctx, qkv_tensor *x, qkv_tensor *w, qkv_tensor *b) {
-    return qkv_add(ctx, qkv_matmul(ctx, x, w, 0, 0), b); /* torch.addmm(b, x, w) */
+/* x + dropout(h @ w + b): the residual is folded into the Conv1D product unless dropout sits between. */
+static qkv_tensor *residual_conv1d(qkv_ctx *ctx, qkv_tensor *x, qkv_tensor *h, qkv_tensor *w, qkv_tensor *b, float p) {
+    if (p > 0.0f && qkv_ctx_training(ctx))
+        return qkv_add(ctx, x, qkv_dropout(ctx, qkv_conv1d(ctx, h, w, b, NULL), p));
+    return qkv_conv1d(ctx, h, w, b, x);
 }
 
 /* x (B,T,C) -> x + attn(ln_1(x)) + mlp(ln_2(...)), GPT2Block. */
@@ -207,7 +209,7 @@ static qkv_tensor *block_forward(qkv_ctx *ctx, const qkv_gpt *m, const gpt_block
     const int64_t C = c->n_embd;
     /* attention sub-block */
     qkv_tensor *h = qkv_layernorm(ctx, x, blk->ln_1_w, blk->ln_1_b, c->layer_norm_epsilon); /* ln_1(x) */
-    qkv_tensor *qkv = conv1d(ctx, h, blk->c_attn_w, blk->c_attn_b);                       /* c_attn(h) */
+    qkv_tensor *qkv = qkv_conv1d(ctx, h, blk->c_attn_w, blk->c_attn_b, NULL);             /* c_attn(h) */
     qkv_tensor *q = NULL, *k = NULL, *v = NULL;
     if (qkv) {
         qkv_tensor *parts[3];
@@ -226,16 +228,12 @@ static qkv_tensor *block_forward(qkv_ctx *ctx, const qkv_gpt *m, const gpt_block
     }
     qkv_attn_opts ao = {.n_head = c->n_head, .causal = 1, .dropout = c->attn_pdrop};
     qkv_tensor *a = qkv_attention(ctx, q, k, v, &ao);       /* softmax(q k^T / sqrt(D) + causal) v */
-    a = conv1d(ctx, a, blk->attn_proj_w, blk->attn_proj_b); /* attn.c_proj(a) */
-    a = qkv_dropout(ctx, a, c->resid_pdrop);                /* attn.resid_dropout */
-    x = qkv_add(ctx, x, a);                                 /* x = x + a */
+    x = residual_conv1d(ctx, x, a, blk->attn_proj_w, blk->attn_proj_b, c->resid_pdrop); /* x + drop(c_proj(a)) */
     /* MLP sub-block */
     h = qkv_layernorm(ctx, x, blk->ln_2_w, blk->ln_2_b, c->layer_norm_epsilon); /* ln_2(x) */
-    h = conv1d(ctx, h, blk->c_fc_w, blk->c_fc_b);                               /* mlp.c_fc(h) */
+    h = qkv_conv1d(ctx, h, blk->c_fc_w, blk->c_fc_b, NULL);                     /* mlp.c_fc(h) */
     h = qkv_gelu(ctx, h, 1);                                                    /* gelu_new(h) */
-    h = conv1d(ctx, h, blk->mlp_proj_w, blk->mlp_proj_b);                       /* mlp.c_proj(h) */
-    h = qkv_dropout(ctx, h, c->resid_pdrop);                                    /* mlp.dropout */
-    return qkv_add(ctx, x, h);                                                  /* x = x + h */
+    return residual_conv1d(ctx, x, h, blk->mlp_proj_w, blk->mlp_proj_b, c->resid_pdrop); /* x + drop(mlp.c_proj(h)) */
 }
 
 /* Every id in [0, V): names the first bad one by its position (pos0 + t) and batch row. */

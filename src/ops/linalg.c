@@ -119,53 +119,93 @@ qkv_tensor *qkv_matmul(qkv_ctx *ctx, qkv_tensor *a, qkv_tensor *b, int ta, int t
     return qkv_ctx_status(ctx) == QKV_OK ? out : NULL;
 }
 
-/* ---- linear: out (R,OUT) = x (R,IN) w^T + bias ---- */
+/* ---- linear and conv1d: out (R,OUT) = residual + x (R,IN) w' + bias, in one pass ----
+ * linear: w (OUT,IN), w' = w^T (PyTorch nn.Linear). conv1d: w (IN,OUT), w' = w (Hugging Face Conv1D,
+ * torch.addmm). out starts as residual + bias in every row and the GEMM accumulates onto it
+ * (beta = 1), so neither the bias nor the residual costs a pass or a tensor of its own. */
+
+typedef struct {
+    int in_out; /* w stored (IN,OUT) */
+} lin_saved;
 
 static void linear_backward(qkv_ctx *ctx, qkv__node *n) {
-    qkv_tensor *x = n->in[0], *w = n->in[1], *bias = n->in[2];
-    const int64_t OUT = w->shape[0], IN = w->shape[1], R = qkv_tensor_numel(x) / IN;
+    qkv_tensor *x = n->in[0], *w = n->in[1], *bias = n->in[2], *res = n->in[3];
+    const int io = ((const lin_saved *)n->saved)->in_out;
+    const int64_t OUT = io ? w->shape[1] : w->shape[0], IN = io ? w->shape[0] : w->shape[1];
+    const int64_t R = qkv_tensor_numel(x) / IN;
     const float *dY = n->out->grad;
-    if (x->requires_grad) { /* dX (R,IN) += dY (R,OUT) W (OUT,IN) */
+    if (x->requires_grad) { /* dX (R,IN) += dY (R,OUT) w'^T */
         float *dX = qkv__grad(ctx, x);
         if (!dX) return;
-        qkv__gemm(0, 0, R, IN, OUT, 1.0f, dY, OUT, w->data, IN, 1.0f, dX, IN);
+        qkv__gemm(0, io, R, IN, OUT, 1.0f, dY, OUT, w->data, io ? OUT : IN, 1.0f, dX, IN);
     }
-    if (w->requires_grad) { /* dW (OUT,IN) += dY^T X: one GEMM over all R rows */
+    if (w->requires_grad) { /* dW += dY^T X (OUT,IN), or X^T dY (IN,OUT): one GEMM over all R rows */
         float *dW = qkv__grad(ctx, w);
         if (!dW) return;
-        qkv__gemm(1, 0, OUT, IN, R, 1.0f, dY, OUT, x->data, IN, 1.0f, dW, IN);
+        if (io)
+            qkv__gemm(1, 0, IN, OUT, R, 1.0f, x->data, IN, dY, OUT, 1.0f, dW, OUT);
+        else
+            qkv__gemm(1, 0, OUT, IN, R, 1.0f, dY, OUT, x->data, IN, 1.0f, dW, IN);
     }
     if (bias && bias->requires_grad) {
         float *db = qkv__grad(ctx, bias);
         if (!db) return;
         qkv__colsum(db, dY, R, OUT, 1.0f);
     }
+    if (res && res->requires_grad) {
+        float *dr = qkv__grad(ctx, res);
+        if (!dr) return;
+        qkv__add_backward(dr, NULL, dY, R, R, OUT, 1.0f);
+    }
 }
 
-qkv_tensor *qkv_linear(qkv_ctx *ctx, qkv_tensor *x, qkv_tensor *w, qkv_tensor *bias) {
-    qkv_tensor *in[3] = {x, w, bias};
-    if (!ctx || !qkv__check(ctx, "linear", bias ? 3 : 2, in)) return NULL;
-    if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1]) {
-        qkv__fail(ctx, QKV_ERR_SHAPE, "linear: x %s needs last dim = w's IN for w (OUT,IN), got w %s", qkv__shp(x),
-                  qkv__shp(w));
+static qkv_tensor *linear_any(qkv_ctx *ctx, const char *op, qkv_tensor *x, qkv_tensor *w, int io, qkv_tensor *bias,
+                              qkv_tensor *res) {
+    qkv_tensor *in[4] = {x, w, bias, res}, *given[4];
+    int ng = 0;
+    for (int i = 0; i < 4; i++)
+        if (in[i] || i < 2) given[ng++] = in[i];
+    if (!ctx || !qkv__check(ctx, op, ng, given)) return NULL;
+    if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[io ? 0 : 1]) {
+        qkv__fail(ctx, QKV_ERR_SHAPE, "%s: x %s needs last dim = w's IN for w %s, got w %s", op, qkv__shp(x),
+                  io ? "(IN,OUT)" : "(OUT,IN)", qkv__shp(w));
         return NULL;
     }
-    const int64_t OUT = w->shape[0], IN = w->shape[1], R = qkv_tensor_numel(x) / IN;
+    const int64_t OUT = io ? w->shape[1] : w->shape[0], IN = io ? w->shape[0] : w->shape[1];
+    const int64_t R = qkv_tensor_numel(x) / IN;
     if (bias && (bias->ndim != 1 || bias->shape[0] != OUT)) {
-        qkv__fail(ctx, QKV_ERR_SHAPE, "linear: bias %s must be (%lld) for w %s", qkv__shp(bias), (long long)OUT,
+        qkv__fail(ctx, QKV_ERR_SHAPE, "%s: bias %s must be (%lld) for w %s", op, qkv__shp(bias), (long long)OUT,
                   qkv__shp(w));
         return NULL;
     }
     int64_t shape[QKV_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = OUT;
+    if (res && (res->ndim != x->ndim || memcmp(res->shape, shape, sizeof(int64_t) * (size_t)x->ndim) != 0)) {
+        qkv__fail(ctx, QKV_ERR_SHAPE, "%s: residual %s must have the output's shape for x %s and w %s", op,
+                  qkv__shp(res), qkv__shp(x), qkv__shp(w));
+        return NULL;
+    }
     qkv_tensor *out = qkv__empty(ctx, x->ndim, shape);
     if (!out) return NULL;
-    out->name = "linear";
-    /* Fused bias: out starts as the bias in every row and the GEMM accumulates onto it (beta = 1). */
-    if (bias)
+    out->name = op;
+    if (bias && res)
+        qkv__add_forward(out->data, res->data, bias->data, R, 1, OUT, 1.0f);
+    else if (res)
+        memcpy(out->data, res->data, (size_t)(R * OUT) * sizeof(float));
+    else if (bias)
         for (int64_t r = 0; r < R; r++) memcpy(out->data + r * OUT, bias->data, (size_t)OUT * sizeof(float));
-    qkv__gemm(0, 1, R, OUT, IN, 1.0f, x->data, IN, w->data, IN, bias ? 1.0f : 0.0f, out->data, OUT);
-    qkv__record(ctx, "linear", linear_backward, out, 3, in, 0);
+    qkv__gemm(0, !io, R, OUT, IN, 1.0f, x->data, IN, w->data, io ? OUT : IN, bias || res ? 1.0f : 0.0f, out->data,
+              OUT);
+    qkv__node *n = qkv__record(ctx, op, linear_backward, out, 4, in, sizeof(lin_saved));
+    if (n) ((lin_saved *)n->saved)->in_out = io;
     return qkv_ctx_status(ctx) == QKV_OK ? out : NULL;
+}
+
+qkv_tensor *qkv_linear(qkv_ctx *ctx, qkv_tensor *x, qkv_tensor *w, qkv_tensor *bias) {
+    return linear_any(ctx, "linear", x, w, 0, bias, NULL);
+}
+
+qkv_tensor *qkv_conv1d(qkv_ctx *ctx, qkv_tensor *x, qkv_tensor *w, qkv_tensor *bias, qkv_tensor *residual) {
+    return linear_any(ctx, "conv1d", x, w, 1, bias, residual);
 }
