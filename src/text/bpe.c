@@ -935,15 +935,29 @@ static int grow(void *pp, size_t *cap, size_t need, size_t elem) {
 }
 
 /* Rebuilds an index-hash (entries = index + 1, 0 empty) of cap slots from scratch. */
-static uint32_t *rehash(size_t cap, size_t n, uint64_t (*hash_of)(const trainer *, size_t), const trainer *tr) {
-    uint32_t *h = calloc(cap, sizeof *h);
-    if (!h) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        size_t s = (size_t)hash_of(tr, i) & (cap - 1);
-        while (h[s]) s = (s + 1) & (cap - 1);
-        h[s] = (uint32_t)(i + 1);
+/* Entry n-1 (of n) was just appended: put it in the open-addressing table *tab (slots hold index + 1,
+ * kept at most half full), first rebuilding the table twice as large (first_cap at first) from all n
+ * entries when it would pass half. 0 when out of memory. */
+static int table_add(uint32_t **tab, size_t *cap, size_t n, size_t first_cap,
+                     uint64_t (*hash_of)(const trainer *, size_t), const trainer *tr) {
+    if (2 * n > *cap) {
+        const size_t c = *cap ? 2 * *cap : first_cap;
+        uint32_t *h = calloc(c, sizeof *h);
+        if (!h) return 0;
+        for (size_t i = 0; i < n; i++) {
+            size_t sl = (size_t)hash_of(tr, i) & (c - 1);
+            while (h[sl]) sl = (sl + 1) & (c - 1);
+            h[sl] = (uint32_t)(i + 1);
+        }
+        free(*tab);
+        *tab = h;
+        *cap = c;
+        return 1;
     }
-    return h;
+    size_t sl = (size_t)hash_of(tr, n - 1) & (*cap - 1);
+    while ((*tab)[sl]) sl = (sl + 1) & (*cap - 1);
+    (*tab)[sl] = (uint32_t)n;
+    return 1;
 }
 
 static uint64_t tok_hash_of(const trainer *tr, size_t i) { return hash_bytes(tr->tb + tr->toff[i], tr->tlen[i]); }
@@ -977,18 +991,7 @@ static int64_t train_token(trainer *tr, const char *s, size_t n, int add) {
     tr->tlen[tr->ntok] = (uint32_t)n;
     tr->tb_used += n;
     tr->ntok++;
-    if (2 * tr->ntok > tr->thcap) {
-        size_t cap = tr->thcap ? 2 * tr->thcap : 1024;
-        uint32_t *h = rehash(cap, tr->ntok, tok_hash_of, tr);
-        if (!h) return -1;
-        free(tr->thash);
-        tr->thash = h;
-        tr->thcap = cap;
-    } else {
-        size_t h = (size_t)hash_bytes(s, n) & (tr->thcap - 1);
-        while (tr->thash[h]) h = (h + 1) & (tr->thcap - 1);
-        tr->thash[h] = (uint32_t)tr->ntok;
-    }
+    if (!table_add(&tr->thash, &tr->thcap, tr->ntok, 1024, tok_hash_of, tr)) return -1;
     return (int64_t)tr->ntok - 1;
 }
 
@@ -1003,18 +1006,7 @@ static int64_t train_pair_get(trainer *tr, int32_t a, int32_t b) {
     if (!grow(&tr->pairs, &tr->pcap, tr->npairs + 1, sizeof *tr->pairs)) return -1;
     tr->pairs[tr->npairs] = (train_pair){0, a, b, NULL, 0, 0, -1};
     tr->npairs++;
-    if (2 * tr->npairs > tr->phcap) {
-        size_t cap = tr->phcap ? 2 * tr->phcap : 4096;
-        uint32_t *h = rehash(cap, tr->npairs, pair_hash_of, tr);
-        if (!h) return -1;
-        free(tr->phash);
-        tr->phash = h;
-        tr->phcap = cap;
-    } else {
-        size_t h = (size_t)pair_key_hash(a, b) & (tr->phcap - 1);
-        while (tr->phash[h]) h = (h + 1) & (tr->phcap - 1);
-        tr->phash[h] = (uint32_t)tr->npairs;
-    }
+    if (!table_add(&tr->phash, &tr->phcap, tr->npairs, 4096, pair_hash_of, tr)) return -1;
     return (int64_t)tr->npairs - 1;
 }
 
