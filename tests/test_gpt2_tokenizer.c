@@ -426,7 +426,7 @@ static void test_save_load(qkv_tokenizer *tok, const char *corpus, size_t clen) 
     qkv_tokenizer_free(back);
     /* A tmp file never stays behind, and a failed save names the path. */
     char tmpv[1400];
-    snprintf(tmpv, sizeof tmpv, "%s.tmp", v);
+    snprintf(tmpv, sizeof tmpv, "%s.tmp.%ld", v, (long)getpid());
     TU_CHECK(access(tmpv, F_OK) != 0, "no temporary file left");
     remove(v);
     remove(m);

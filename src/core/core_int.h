@@ -17,6 +17,7 @@
 #define QKV_CORE_INT_H
 
 #include <stdarg.h>
+#include <stdio.h>
 
 #include "qkv/core.h"
 
@@ -59,6 +60,11 @@ void *qkv__alloc(qkv_ctx *ctx, size_t bytes);
 int qkv__fail(qkv_ctx *ctx, qkv_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Same for errors outside a context: kept per thread, read by qkv_last_error(). Returns s. */
 qkv_status qkv__set_error(qkv_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Writes path atomically (file.c): write(f, arg) fills a temporary beside it (returning nonzero on
+ * failure), which is fsync'ed and renamed over path; on any failure the temporary is removed, path is
+ * untouched and the thread error names path. */
+qkv_status qkv__write_file_atomic(const char *path, int (*write)(FILE *f, const void *arg), const void *arg);
 
 /* Entry check for an op: 0 when the ctx is already in error or an input is NULL (sets "op: input i
  * is NULL" unless an error is already set), or, with check_finite on, an input holds NaN/Inf

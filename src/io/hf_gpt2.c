@@ -380,28 +380,7 @@ static int write_config(FILE *f, const qkv_gpt_config *c) {
     return ferror(f) ? -1 : 0;
 }
 
-/* Writes config.json at path through "<path>.tmp.<pid>", fsync and rename. */
-static qkv_status save_config(const char *path, const qkv_gpt_config *c) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return qkv__set_error(QKV_ERR_IO, "%s: cannot create temporary file %s: %s", path, tmp, strerror(errno));
-    int bad = write_config(f, c) != 0 || fflush(f) != 0 || fsync(fileno(f)) != 0;
-    int err = errno;
-    if (fclose(f) != 0 && !bad) {
-        bad = 1;
-        err = errno;
-    }
-    if (!bad && rename(tmp, path) != 0) {
-        bad = 1;
-        err = errno;
-    }
-    if (bad) {
-        unlink(tmp);
-        return qkv__set_error(QKV_ERR_IO, "%s: cannot write: %s", path, strerror(err));
-    }
-    return QKV_OK;
-}
+static int write_config_cb(FILE *f, const void *c) { return write_config(f, c); }
 
 qkv_status qkv_hf_gpt2_save(const qkv_gpt *m, const char *dir) {
     if (!m || !dir || !*dir) return qkv__set_error(QKV_ERR_ARG, "qkv_hf_gpt2_save: %s", m ? "no directory given" : "model is NULL");
@@ -434,7 +413,7 @@ qkv_status qkv_hf_gpt2_save(const qkv_gpt *m, const char *dir) {
     free(e);
     free(names);
     if (s != QKV_OK) return s; /* message names the file */
-    return save_config(cfg_path, qkv_gpt_get_config(m));
+    return qkv__write_file_atomic(cfg_path, write_config_cb, qkv_gpt_get_config(m));
 }
 
 qkv_status qkv_hf_check_vocab(const qkv_gpt *m, const qkv_tokenizer *tok) {

@@ -244,28 +244,20 @@ char *qkv__tok_read_file(const char *path, size_t *len) {
     return buf;
 }
 
+typedef struct {
+    int (*write)(FILE *, const qkv_tokenizer *);
+    const qkv_tokenizer *t;
+} tok_writer;
+
+static int tok_write_cb(FILE *f, const void *arg) {
+    const tok_writer *w = arg;
+    return w->write(f, w->t);
+}
+
 qkv_status qkv__tok_write_file(const char *path, const qkv_tokenizer *t,
                                int (*write)(FILE *, const qkv_tokenizer *)) {
-    char tmp[4096];
-    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp)
-        return qkv__set_error(QKV_ERR_ARG, "%s: path too long", path);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) return qkv__set_error(QKV_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    int bad = write(f, t) != 0 || fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0;
-    int err = errno;
-    if (fclose(f) != 0 && !bad) {
-        bad = 1;
-        err = errno;
-    }
-    if (!bad && rename(tmp, path) != 0) {
-        bad = 1;
-        err = errno;
-    }
-    if (bad) {
-        remove(tmp);
-        return qkv__set_error(QKV_ERR_IO, "%s: cannot write: %s", path, strerror(err));
-    }
-    return QKV_OK;
+    const tok_writer w = {write, t};
+    return qkv__write_file_atomic(path, tok_write_cb, &w);
 }
 
 /* "line L, column C" of byte pos, for messages about a parsed file. */
