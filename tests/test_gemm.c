@@ -206,6 +206,9 @@ static int run_all(void) {
         check_case(&g, t >> 1, t & 1, 1, 777, 250, 0.5f, 0.3f, 5, 0);
         check_case(&g, t >> 1, t & 1, 1, 3, 1000, 1.0f, 1.0f, 1, 0);
         check_case(&g, t >> 1, t & 1, 1, 1000, 3, 1.0f, 0.0f, 1, 1);
+        /* rows in four quarters of each thread's range, with a remainder of 1-3 rows */
+        check_case(&g, t >> 1, t & 1, 1, 5003, 97, 1.0f, 0.0f, 0, 0);
+        check_case(&g, t >> 1, t & 1, 1, 4102, 40, 0.5f, 0.3f, 2, 0);
     }
     group_end(&g);
 

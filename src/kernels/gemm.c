@@ -514,39 +514,60 @@ AVX512 static void kernel_avx512_14x32(int64_t k, const float *restrict a, const
     }
 }
 
+/* One output of the tb = 1 gemv: y[j] from the dot of row w with x (the same arithmetic whichever
+ * rows it is computed beside, so the grouping below cannot change a result). */
+AVX512 static inline void dot4_avx512(const float *const w[4], int nrow, int64_t K, const float *x,
+                                      float alpha, float beta, float *const y[4]) {
+    __m512 s[4][2];
+    for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm512_setzero_ps();
+    int64_t p = 0;
+    for (; p + 32 <= K; p += 32) {
+        __m512 x0 = _mm512_loadu_ps(x + p), x1 = _mm512_loadu_ps(x + p + 16);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            s[r][0] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(w[r] + p), s[r][0]);
+            s[r][1] = _mm512_fmadd_ps(x1, _mm512_loadu_ps(w[r] + p + 16), s[r][1]);
+        }
+    }
+    for (; p < K; p += 16) {
+        __mmask16 km = mask16(K - p);
+        __m512 x0 = _mm512_maskz_loadu_ps(km, x + p);
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++)
+            s[r][0] = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(km, w[r] + p), s[r][0]);
+    }
+    for (int r = 0; r < nrow; r++) {
+        float d = _mm512_reduce_add_ps(_mm512_add_ps(s[r][0], s[r][1]));
+        *y[r] = beta == 0.0f ? alpha * d : alpha * d + beta * *y[r];
+    }
+}
+
 /* M == 1 (generation with a KV cache): memory-bound, so the point is to stream each weight exactly
- * once at full bandwidth. tb = 1: four rows of w at a time, each dotted with x. tb = 0: y is kept in
- * registers 128 columns at a time while the rows of B stream past. */
+ * once at full bandwidth. tb = 1 (x @ W^T: the tied LM head): each pass dots four rows with x, one
+ * from each quarter of [j0, j1), so that four long sequential streams run side by side; four
+ * adjacent rows (one 12 KB stream that jumps every 3 KB) measured 15-20% slower on the GPT-2 head
+ * (50257 x 768, two threads, in-process alternation). tb = 0: y is kept in registers 128 columns at
+ * a time while the rows of B stream past. */
 AVX512 static void gemv_avx512(int tb, int64_t j0, int64_t j1, int64_t K, float alpha, const float *x,
                                const float *B, int64_t ldb, float beta, float *y) {
     if (tb) {
-        int64_t j = j0;
-        for (; j < j1; j += 4) {
-            int64_t nrow = min64(4, j1 - j);
-            const float *w[4];
-            for (int64_t r = 0; r < 4; r++) w[r] = B + (j + (r < nrow ? r : 0)) * ldb;
-            __m512 s[4][2];
-            for (int r = 0; r < 4; r++) s[r][0] = s[r][1] = _mm512_setzero_ps();
-            int64_t p = 0;
-            for (; p + 32 <= K; p += 32) {
-                __m512 x0 = _mm512_loadu_ps(x + p), x1 = _mm512_loadu_ps(x + p + 16);
-#pragma GCC unroll 4
-                for (int r = 0; r < 4; r++) {
-                    s[r][0] = _mm512_fmadd_ps(x0, _mm512_loadu_ps(w[r] + p), s[r][0]);
-                    s[r][1] = _mm512_fmadd_ps(x1, _mm512_loadu_ps(w[r] + p + 16), s[r][1]);
-                }
+        const int64_t q = (j1 - j0) / 4;
+        const float *w[4];
+        float *yp[4];
+        for (int64_t i = 0; i < q; i++) {
+            for (int r = 0; r < 4; r++) {
+                w[r] = B + (j0 + r * q + i) * ldb;
+                yp[r] = y + j0 + r * q + i;
             }
-            for (; p < K; p += 16) {
-                __mmask16 km = mask16(K - p);
-                __m512 x0 = _mm512_maskz_loadu_ps(km, x + p);
-#pragma GCC unroll 4
-                for (int r = 0; r < 4; r++)
-                    s[r][0] = _mm512_fmadd_ps(x0, _mm512_maskz_loadu_ps(km, w[r] + p), s[r][0]);
+            dot4_avx512(w, 4, K, x, alpha, beta, yp);
+        }
+        for (int64_t j = j0 + 4 * q; j < j1; j += 4) { /* the last (j1 - j0) % 4 rows */
+            int nrow = (int)min64(4, j1 - j);
+            for (int r = 0; r < 4; r++) {
+                w[r] = B + (j + (r < nrow ? r : 0)) * ldb;
+                yp[r] = y + j + (r < nrow ? r : 0);
             }
-            for (int64_t r = 0; r < nrow; r++) {
-                float d = _mm512_reduce_add_ps(_mm512_add_ps(s[r][0], s[r][1]));
-                y[j + r] = beta == 0.0f ? alpha * d : alpha * d + beta * y[j + r];
-            }
+            dot4_avx512(w, nrow, K, x, alpha, beta, yp);
         }
         return;
     }
