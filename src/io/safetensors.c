@@ -1,5 +1,5 @@
 /* safetensors.c — the Hugging Face safetensors reader (mmap + full header validation) and the F32
- * writer (atomic: temporary file, fsync, rename). The format is summarised in include/qkv/io.h.
+ * writer (atomic, through qkv__write_file_atomic). The format is summarised in include/qkv/io.h.
  *
  * Not here: model-specific name mapping (which HF name is which qkv parameter: src/models/), sharded
  * checkpoints (model.safetensors.index.json), writing any dtype but F32, big-endian hosts.
@@ -605,34 +605,23 @@ static qkv_status build_header(const char *path, const qkv_st_entry *const *orde
     return QKV_OK;
 }
 
-/* Writes all of len bytes; 0 or -1 with errno set. */
-static int write_all(int fd, const void *p, size_t len) {
-    const unsigned char *c = p;
-    while (len > 0) {
-        ssize_t w = write(fd, c, len > (1u << 30) ? (1u << 30) : len);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        c += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
+/* What the writer's callback needs: the header and the tensors in file order. */
+typedef struct {
+    const char *header;
+    size_t hlen;
+    const qkv_st_entry *const *order;
+    const uint64_t *bytes;
+    int n;
+} st_body;
 
-/* Makes the rename durable: fsync of the directory holding path. Best effort — some file systems
- * refuse fsync on a directory, and the file itself is already complete and synced by then. */
-static void sync_parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char dir[4096];
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else if (slash == path) snprintf(dir, sizeof dir, "/");
-    else if ((size_t)(slash - path) < sizeof dir) snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
-    else return;
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return;
-    (void)fsync(fd);
-    close(fd);
+static int write_body(FILE *f, const void *arg) {
+    const st_body *b = arg;
+    unsigned char lenb[8];
+    for (int i = 0; i < 8; i++) lenb[i] = (unsigned char)((uint64_t)b->hlen >> (8 * i));
+    if (fwrite(lenb, 1, 8, f) != 8 || fwrite(b->header, 1, b->hlen, f) != b->hlen) return -1;
+    for (int i = 0; i < b->n; i++)
+        if (b->bytes[i] && fwrite(b->order[i]->data, 1, (size_t)b->bytes[i], f) != (size_t)b->bytes[i]) return -1;
+    return 0;
 }
 
 qkv_status qkv_safetensors_write(const char *path, const qkv_st_entry *entries, int n,
@@ -648,9 +637,8 @@ qkv_status qkv_safetensors_write(const char *path, const qkv_st_entry *entries, 
     const qkv_st_entry **order = malloc(sizeof *order * (size_t)(n ? n : 1));
     uint64_t *bytes = malloc(sizeof *bytes * (size_t)(n ? n : 1));
     uint64_t *bytes_sorted = malloc(sizeof *bytes_sorted * (size_t)(n ? n : 1));
-    char *header = NULL, *tmp = NULL;
+    char *header = NULL;
     size_t hlen = 0;
-    int fd = -1, created = 0;
     qkv_status s = QKV_OK;
     if (!order || !bytes || !bytes_sorted) {
         s = file_error(QKV_ERR_NOMEM, path, "out of memory");
@@ -662,48 +650,10 @@ qkv_status qkv_safetensors_write(const char *path, const qkv_st_entry *entries, 
     s = build_header(path, order, bytes_sorted, n, metadata_kv, n_meta, &header, &hlen);
     if (s != QKV_OK) goto done;
 
-    size_t tlen = strlen(path) + 32;
-    tmp = malloc(tlen);
-    if (!tmp) {
-        s = file_error(QKV_ERR_NOMEM, path, "out of memory");
-        goto done;
-    }
-    snprintf(tmp, tlen, "%s.tmp.%ld", path, (long)getpid());
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
-    if (fd < 0) {
-        s = file_error(QKV_ERR_IO, path, "cannot create temporary file %s: %s", tmp, strerror(errno));
-        goto done;
-    }
-    created = 1;
-    unsigned char lenb[8];
-    for (int i = 0; i < 8; i++) lenb[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
-    int bad = write_all(fd, lenb, 8) || write_all(fd, header, hlen);
-    for (int i = 0; i < n && !bad; i++)
-        if (bytes_sorted[i]) bad = write_all(fd, order[i]->data, (size_t)bytes_sorted[i]);
-    if (bad) {
-        s = file_error(QKV_ERR_IO, path, "cannot write %s: %s", tmp, strerror(errno));
-        goto done;
-    }
-    if (fsync(fd) != 0) {
-        s = file_error(QKV_ERR_IO, path, "cannot sync %s: %s", tmp, strerror(errno));
-        goto done;
-    }
-    int rc = close(fd);
-    fd = -1;
-    if (rc != 0) {
-        s = file_error(QKV_ERR_IO, path, "cannot close %s: %s", tmp, strerror(errno));
-        goto done;
-    }
-    if (rename(tmp, path) != 0) {
-        s = file_error(QKV_ERR_IO, path, "cannot rename %s into place: %s", tmp, strerror(errno));
-        goto done;
-    }
-    sync_parent_dir(path);
+    st_body body = {header, hlen, order, bytes_sorted, n};
+    s = qkv__write_file_atomic(path, write_body, &body);
 
 done:
-    if (fd >= 0) close(fd);
-    if (s != QKV_OK && created) unlink(tmp); /* nothing half-written stays behind */
-    free(tmp);
     free(header);
     free(order);
     free(bytes);

@@ -399,6 +399,27 @@ static void encode_ids(unsigned char *dst, const int32_t *ids, int64_t n, int w)
     }
 }
 
+/* The token cache file: its header, then the ids encoded a chunk at a time through buf. */
+enum { CACHE_CHUNK = 1 << 16 };
+typedef struct {
+    const unsigned char *hdr;
+    const int32_t *ids;
+    int64_t n;
+    int w;
+    unsigned char *buf; /* CACHE_CHUNK * 4 bytes */
+} cache_body;
+
+static int write_cache_body(FILE *f, const void *arg) {
+    const cache_body *b = arg;
+    if (fwrite(b->hdr, 1, CACHE_HEADER, f) != CACHE_HEADER) return -1;
+    for (int64_t i = 0; i < b->n; i += CACHE_CHUNK) {
+        int64_t k = b->n - i < CACHE_CHUNK ? b->n - i : CACHE_CHUNK;
+        encode_ids(b->buf, b->ids + i, k, b->w);
+        if (fwrite(b->buf, 1, (size_t)(k * b->w), f) != (size_t)(k * b->w)) return -1;
+    }
+    return 0;
+}
+
 qkv_status qkv_tokens_write(const char *path, const int32_t *ids, int64_t n, int64_t vocab, uint64_t tok_fp,
                             uint64_t src_fp) {
     if (!path || (!ids && n) || n < 0 || vocab <= 0 || vocab > ((int64_t)1 << 31))
@@ -408,12 +429,11 @@ qkv_status qkv_tokens_write(const char *path, const int32_t *ids, int64_t n, int
         if (ids[i] < 0 || ids[i] >= vocab)
             return qkv__set_error(QKV_ERR_RANGE, "%s: token %lld is id %d, outside the vocabulary 0..%lld", path,
                                   (long long)i, ids[i], (long long)vocab - 1);
-    enum { CHUNK = 1 << 16 };
-    unsigned char *buf = malloc((size_t)CHUNK * 4);
+    unsigned char *buf = malloc((size_t)CACHE_CHUNK * 4);
     if (!buf) return qkv__set_error(QKV_ERR_NOMEM, "%s: out of memory", path);
     uint64_t sum = FNV_OFFSET;
-    for (int64_t i = 0; i < n; i += CHUNK) {
-        int64_t k = n - i < CHUNK ? n - i : CHUNK;
+    for (int64_t i = 0; i < n; i += CACHE_CHUNK) {
+        int64_t k = n - i < CACHE_CHUNK ? n - i : CACHE_CHUNK;
         encode_ids(buf, ids + i, k, w);
         sum = fnv(sum, buf, (size_t)(k * w));
     }
@@ -427,36 +447,10 @@ qkv_status qkv_tokens_write(const char *path, const int32_t *ids, int64_t n, int
     put_u64(hdr + 40, src_fp);
     put_u64(hdr + 48, sum);
 
-    size_t tl = strlen(path) + 32;
-    char *tmp = malloc(tl);
-    if (!tmp) {
-        free(buf);
-        return qkv__set_error(QKV_ERR_NOMEM, "%s: out of memory", path);
-    }
-    snprintf(tmp, tl, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        qkv_status s = qkv__set_error(QKV_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        free(buf), free(tmp);
-        return s;
-    }
-    int ok = fwrite(hdr, 1, sizeof hdr, f) == sizeof hdr;
-    for (int64_t i = 0; ok && i < n; i += CHUNK) {
-        int64_t k = n - i < CHUNK ? n - i : CHUNK;
-        encode_ids(buf, ids + i, k, w);
-        ok = fwrite(buf, 1, (size_t)(k * w), f) == (size_t)(k * w);
-    }
-    int err = errno;
-    if (fclose(f) != 0 && ok) ok = 0, err = errno;
-    if (ok && rename(tmp, path) != 0) ok = 0, err = errno;
+    cache_body body = {hdr, ids, n, w, buf};
+    qkv_status s = qkv__write_file_atomic(path, write_cache_body, &body);
     free(buf);
-    if (!ok) {
-        remove(tmp);
-        free(tmp);
-        return qkv__set_error(QKV_ERR_IO, "%s: cannot write: %s", path, strerror(err));
-    }
-    free(tmp);
-    return QKV_OK;
+    return s;
 }
 
 int32_t *qkv_tokens_read(const char *path, int64_t vocab, uint64_t tok_fp, uint64_t src_fp, int64_t *n_out) {

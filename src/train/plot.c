@@ -6,12 +6,8 @@
  * Not a plotting library: one fixed layout, linear axes. The one convention: data coordinates map to
  * the plot box [L, L+W] x [T, T+H] with y growing downwards, so a higher loss is nearer the top.
  */
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 #include "core/core_int.h"
 #include "qkv/train.h"
@@ -45,46 +41,24 @@ static void tick_label(char *buf, size_t n, double v, double step) {
     snprintf(buf, n, "%.*f", dec, v);
 }
 
-qkv_status qkv_plot_loss_svg(const char *path, const char *title, const int64_t *steps, const float *losses,
-                             int64_t n_train, const int64_t *eval_steps, const float *eval_losses, int64_t n_eval) {
-    if (!path || n_train < 0 || n_eval < 0 || (n_train && (!steps || !losses)) || (n_eval && (!eval_steps || !eval_losses)))
-        return qkv__set_error(QKV_ERR_ARG, "qkv_plot_loss_svg: bad arguments");
-    /* data ranges over the finite points */
-    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
-    for (int64_t i = 0; i < n_train; i++)
-        if (isfinite(losses[i])) {
-            x0 = fmin(x0, (double)steps[i]), x1 = fmax(x1, (double)steps[i]);
-            y0 = fmin(y0, losses[i]), y1 = fmax(y1, losses[i]);
-        }
-    for (int64_t i = 0; i < n_eval; i++)
-        if (isfinite(eval_losses[i])) {
-            x0 = fmin(x0, (double)eval_steps[i]), x1 = fmax(x1, (double)eval_steps[i]);
-            y0 = fmin(y0, eval_losses[i]), y1 = fmax(y1, eval_losses[i]);
-        }
-    if (!(x0 <= x1)) x0 = 0, x1 = 1, y0 = 0, y1 = 1; /* nothing to draw: an empty frame */
-    if (x0 > 0) x0 = 0;
-    if (x1 - x0 < 1) x1 = x0 + 1;
-    double ystep = nice_step(y1 - y0 > 0 ? y1 - y0 : fabs(y0) + 1, 5);
-    y0 = floor(y0 / ystep) * ystep;
-    y1 = ceil(y1 / ystep) * ystep;
-    if (y1 - y0 < ystep) y1 = y0 + ystep;
-    double xstep = nice_step(x1 - x0, 8);
-    x1 = ceil(x1 / xstep) * xstep;
+/* What the drawing needs: the data and the frame's data ranges. */
+typedef struct {
+    const char *title;
+    const int64_t *steps, *eval_steps;
+    const float *losses, *eval_losses;
+    int64_t n_train, n_eval;
+    double x0, x1, xstep, y0, y1, ystep;
+} chart;
 
+static int draw_chart(FILE *f, const void *arg) {
+    const chart *ch = arg;
+    const char *title = ch->title;
+    const int64_t *steps = ch->steps, *eval_steps = ch->eval_steps, n_train = ch->n_train, n_eval = ch->n_eval;
+    const float *losses = ch->losses, *eval_losses = ch->eval_losses;
+    const double x0 = ch->x0, x1 = ch->x1, xstep = ch->xstep, y0 = ch->y0, y1 = ch->y1, ystep = ch->ystep;
     const double L = PAD_L, T = PAD_T, W = SVG_W - PAD_L - PAD_R, H = SVG_H - PAD_T - PAD_B;
 #define PX(x) (L + ((x) - x0) / (x1 - x0) * W)
 #define PY(y) (T + (y1 - (y)) / (y1 - y0) * H)
-
-    size_t tl = strlen(path) + 32;
-    char *tmp = malloc(tl);
-    if (!tmp) return qkv__set_error(QKV_ERR_NOMEM, "%s: out of memory", path);
-    snprintf(tmp, tl, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        qkv_status s = qkv__set_error(QKV_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-        free(tmp);
-        return s;
-    }
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
                "font-family=\"sans-serif\" font-size=\"12\">\n", SVG_W, SVG_H, SVG_W, SVG_H);
@@ -139,15 +113,35 @@ qkv_status qkv_plot_loss_svg(const char *path, const char *title, const int64_t 
     fprintf(f, "</g>\n</svg>\n");
 #undef PX
 #undef PY
-    int ok = !ferror(f);
-    int err = errno;
-    if (fclose(f) != 0 && ok) ok = 0, err = errno;
-    if (ok && rename(tmp, path) != 0) ok = 0, err = errno;
-    if (!ok) {
-        remove(tmp);
-        free(tmp);
-        return qkv__set_error(QKV_ERR_IO, "%s: cannot write: %s", path, strerror(err));
-    }
-    free(tmp);
-    return QKV_OK;
+    return ferror(f) ? -1 : 0;
+}
+
+qkv_status qkv_plot_loss_svg(const char *path, const char *title, const int64_t *steps, const float *losses,
+                             int64_t n_train, const int64_t *eval_steps, const float *eval_losses, int64_t n_eval) {
+    if (!path || n_train < 0 || n_eval < 0 || (n_train && (!steps || !losses)) || (n_eval && (!eval_steps || !eval_losses)))
+        return qkv__set_error(QKV_ERR_ARG, "qkv_plot_loss_svg: bad arguments");
+    /* data ranges over the finite points */
+    double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
+    for (int64_t i = 0; i < n_train; i++)
+        if (isfinite(losses[i])) {
+            x0 = fmin(x0, (double)steps[i]), x1 = fmax(x1, (double)steps[i]);
+            y0 = fmin(y0, losses[i]), y1 = fmax(y1, losses[i]);
+        }
+    for (int64_t i = 0; i < n_eval; i++)
+        if (isfinite(eval_losses[i])) {
+            x0 = fmin(x0, (double)eval_steps[i]), x1 = fmax(x1, (double)eval_steps[i]);
+            y0 = fmin(y0, eval_losses[i]), y1 = fmax(y1, eval_losses[i]);
+        }
+    if (!(x0 <= x1)) x0 = 0, x1 = 1, y0 = 0, y1 = 1; /* nothing to draw: an empty frame */
+    if (x0 > 0) x0 = 0;
+    if (x1 - x0 < 1) x1 = x0 + 1;
+    double ystep = nice_step(y1 - y0 > 0 ? y1 - y0 : fabs(y0) + 1, 5);
+    y0 = floor(y0 / ystep) * ystep;
+    y1 = ceil(y1 / ystep) * ystep;
+    if (y1 - y0 < ystep) y1 = y0 + ystep;
+    double xstep = nice_step(x1 - x0, 8);
+    x1 = ceil(x1 / xstep) * xstep;
+
+    chart ch = {title, steps, eval_steps, losses, eval_losses, n_train, n_eval, x0, x1, xstep, y0, y1, ystep};
+    return qkv__write_file_atomic(path, draw_chart, &ch);
 }

@@ -1052,21 +1052,17 @@ static void clear_run(const char *out, int everything) {
     free(names);
 }
 
+static int write_log_history(FILE *f, const void *arg) {
+    const run_state *r = arg;
+    write_history(f, r->tr, r->n_tr, r->ev, r->n_ev, "\n", "");
+    if (r->n_tr + r->n_ev) fputc('\n', f);
+    return ferror(f) ? -1 : 0;
+}
+
 static qkv_status open_log(run_state *r, int resumed) {
-    if (!resumed) {
-        r->log = fopen(r->log_path, "w");
-    } else { /* the history up to the checkpoint, whatever the log held after it */
-        char tmp[4200];
-        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", r->log_path, (long)getpid());
-        FILE *f = fopen(tmp, "w");
-        if (f) {
-            write_history(f, r->tr, r->n_tr, r->ev, r->n_ev, "\n", "");
-            if (r->n_tr + r->n_ev) fputc('\n', f);
-            int ok = !ferror(f);
-            if (fclose(f) != 0 || !ok || rename(tmp, r->log_path) != 0) remove(tmp);
-        }
-        r->log = fopen(r->log_path, "a");
-    }
+    /* resumed: the log holds the history up to the checkpoint, whatever it held after it */
+    if (resumed && qkv__write_file_atomic(r->log_path, write_log_history, r) != QKV_OK) return QKV_ERR_IO;
+    r->log = fopen(r->log_path, resumed ? "a" : "w");
     if (!r->log) return qkv__set_error(QKV_ERR_IO, "%s: cannot open: %s", r->log_path, strerror(errno));
     return QKV_OK;
 }
