@@ -221,26 +221,59 @@ static int layer_prefix(char *buf, const char *prefix, int i) {
 
 /* Stacks declare "prefix.layers.i.*" for each layer, then "prefix.norm" when asked. PyTorch
  * deep-copies one layer N times (identical initial values); here each layer draws its own values,
- * which is what training from scratch wants. */
-qkv_status qkv_encoder_init(qkv_encoder_m *m, qkv_params *p, const char *prefix, const qkv_layer_config *cfg,
-                            int n_layers, int final_norm) {
-    if (!m) return qkv__set_error(QKV_ERR_ARG, "qkv_encoder_init: module is NULL");
-    memset(m, 0, sizeof *m);
+ * which is what training from scratch wants. One body for both stacks: init_layer is the encoder's or
+ * the decoder's layer initialiser, layers an array of layer_size-byte modules. */
+typedef qkv_status (*layer_init_fn)(void *layer, qkv_params *p, const char *prefix, const qkv_layer_config *cfg);
+
+static qkv_status init_encoder_layer(void *layer, qkv_params *p, const char *prefix, const qkv_layer_config *cfg) {
+    return qkv_encoder_layer_init(layer, p, prefix, cfg);
+}
+static qkv_status init_decoder_layer(void *layer, qkv_params *p, const char *prefix, const qkv_layer_config *cfg) {
+    return qkv_decoder_layer_init(layer, p, prefix, cfg);
+}
+
+static qkv_status stack_init(const char *fn, qkv_params *p, const char *prefix, const qkv_layer_config *cfg,
+                             int n_layers, int final_norm, layer_init_fn init_layer, void *layers, size_t layer_size,
+                             qkv_layernorm_m *norm) {
     const char *pf = prefix ? prefix : "";
-    qkv_status s = check_stack("qkv_encoder_init", pf, n_layers);
-    if (s == QKV_OK) s = check_config("qkv_encoder_init", pf, cfg);
+    qkv_status s = check_stack(fn, pf, n_layers);
+    if (s == QKV_OK) s = check_config(fn, pf, cfg);
     if (s != QKV_OK) return s;
     char name[QKV__NN_NAME_MAX];
     for (int i = 0; i < n_layers && s == QKV_OK; i++) {
         if (!layer_prefix(name, pf, i)) return QKV_ERR_ARG;
-        s = qkv_encoder_layer_init(&m->layers[i], p, name, cfg);
+        s = init_layer((char *)layers + (size_t)i * layer_size, p, name, cfg);
     }
     if (s == QKV_OK && final_norm) {
         if (!qkv__nn_join(name, pf, "norm")) return QKV_ERR_ARG;
-        s = qkv_layernorm_init(&m->norm, p, name, cfg->d_model, cfg->layer_norm_eps);
+        s = qkv_layernorm_init(norm, p, name, cfg->d_model, cfg->layer_norm_eps);
     }
-    m->n_layers = n_layers;
-    m->has_norm = final_norm != 0;
+    return s;
+}
+
+qkv_status qkv_encoder_init(qkv_encoder_m *m, qkv_params *p, const char *prefix, const qkv_layer_config *cfg,
+                            int n_layers, int final_norm) {
+    if (!m) return qkv__set_error(QKV_ERR_ARG, "qkv_encoder_init: module is NULL");
+    memset(m, 0, sizeof *m);
+    qkv_status s = stack_init("qkv_encoder_init", p, prefix, cfg, n_layers, final_norm, init_encoder_layer, m->layers,
+                              sizeof m->layers[0], &m->norm);
+    if (s == QKV_OK) { /* the stack can be run only once every layer is set up */
+        m->n_layers = n_layers;
+        m->has_norm = final_norm != 0;
+    }
+    return s;
+}
+
+qkv_status qkv_decoder_init(qkv_decoder_m *m, qkv_params *p, const char *prefix, const qkv_layer_config *cfg,
+                            int n_layers, int final_norm) {
+    if (!m) return qkv__set_error(QKV_ERR_ARG, "qkv_decoder_init: module is NULL");
+    memset(m, 0, sizeof *m);
+    qkv_status s = stack_init("qkv_decoder_init", p, prefix, cfg, n_layers, final_norm, init_decoder_layer, m->layers,
+                              sizeof m->layers[0], &m->norm);
+    if (s == QKV_OK) { /* the stack can be run only once every layer is set up */
+        m->n_layers = n_layers;
+        m->has_norm = final_norm != 0;
+    }
     return s;
 }
 
@@ -256,28 +289,6 @@ qkv_tensor *qkv_encoder_forward(qkv_ctx *ctx, const qkv_encoder_m *m, qkv_tensor
         x = qkv_encoder_layer_forward(ctx, &m->layers[i], x, key_padding_mask, causal, NULL);
     if (m->has_norm) x = qkv_layernorm_forward(ctx, &m->norm, x); /* self.norm(x) */
     return x;
-}
-
-qkv_status qkv_decoder_init(qkv_decoder_m *m, qkv_params *p, const char *prefix, const qkv_layer_config *cfg,
-                            int n_layers, int final_norm) {
-    if (!m) return qkv__set_error(QKV_ERR_ARG, "qkv_decoder_init: module is NULL");
-    memset(m, 0, sizeof *m);
-    const char *pf = prefix ? prefix : "";
-    qkv_status s = check_stack("qkv_decoder_init", pf, n_layers);
-    if (s == QKV_OK) s = check_config("qkv_decoder_init", pf, cfg);
-    if (s != QKV_OK) return s;
-    char name[QKV__NN_NAME_MAX];
-    for (int i = 0; i < n_layers && s == QKV_OK; i++) {
-        if (!layer_prefix(name, pf, i)) return QKV_ERR_ARG;
-        s = qkv_decoder_layer_init(&m->layers[i], p, name, cfg);
-    }
-    if (s == QKV_OK && final_norm) {
-        if (!qkv__nn_join(name, pf, "norm")) return QKV_ERR_ARG;
-        s = qkv_layernorm_init(&m->norm, p, name, cfg->d_model, cfg->layer_norm_eps);
-    }
-    m->n_layers = n_layers;
-    m->has_norm = final_norm != 0;
-    return s;
 }
 
 /* x (B,T,C), memory (B,S,C) -> (B,T,C) */
