@@ -24,6 +24,7 @@
 #include "core/core_int.h"
 #include "core/json.h"
 #include "qkv/train.h"
+#include "train_int.h"
 
 #define BINARY_PROBE 8000 /* bytes inspected for a NUL when deciding a file is binary (git's figure) */
 #define CACHE_MAGIC "QKVTOKEN"
@@ -61,15 +62,14 @@ static void prefix_error(qkv_status s, const char *prefix) {
     qkv__set_error(s, "%s: %s", prefix, msg);
 }
 
-static void note(const qkv_data_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void note(const qkv_data_opts *o, const char *fmt, ...) {
-    if (!o->note) return;
-    char buf[600];
+void qkv__note(qkv_note_fn fn, void *user, const char *fmt, ...) {
+    if (!fn) return;
+    char buf[700];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    o->note(o->note_user, buf);
+    fn(user, buf);
 }
 
 qkv_data_opts qkv_data_default_opts(void) {
@@ -270,7 +270,7 @@ static char *read_doc(const qkv_data_opts *o, const src_file *f, size_t *len, in
     if (f->in_folder && memchr(buf, 0, n < BINARY_PROBE ? n : BINARY_PROBE)) {
         free(buf);
         *skip = 1;
-        note(o, "%s: looks binary (NUL byte), skipped", f->path);
+        qkv__note(o->note, o->note_user, "%s: looks binary (NUL byte), skipped", f->path);
         return NULL;
     }
     size_t bad = qkv__utf8_check(buf, n);
@@ -603,7 +603,7 @@ qkv_dataset *qkv_dataset_build(const qkv_data_opts *o, qkv_tokenizer *tok) {
             return d;
         }
         free(ids);
-        if (access(o->cache_path, F_OK) == 0) note(o, "%s; rebuilding it", qkv_last_error());
+        if (access(o->cache_path, F_OK) == 0) qkv__note(o->note, o->note_user, "%s; rebuilding it", qkv_last_error());
     }
     int32_t eos = qkv_tokenizer_eos(tok);
     size_t cap = 1;

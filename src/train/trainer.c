@@ -27,6 +27,7 @@
 #include "qkv/io.h"
 #include "qkv/ops.h"
 #include "qkv/train.h"
+#include "train_int.h"
 
 #define STATE_FILE "trainer_state.json"
 #define OPTIM_FILE "optimizer.safetensors"
@@ -830,17 +831,6 @@ static void emit(const qkv_train_opts *o, const qkv_train_event *e) {
     if (o->on_event) o->on_event(o->user, e);
 }
 
-static void run_note(const qkv_train_opts *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void run_note(const qkv_train_opts *o, const char *fmt, ...) {
-    if (!o->note) return;
-    char buf[700];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    o->note(o->user, buf);
-}
-
 static qkv_status write_plot(run_state *r) {
     int64_t *st = malloc(sizeof *st * (size_t)(r->n_tr + 1)), *es = malloc(sizeof *es * (size_t)(r->n_ev + 1));
     float *lo = malloc(sizeof *lo * (size_t)(r->n_tr + 1)), *el = malloc(sizeof *el * (size_t)(r->n_ev + 1));
@@ -1139,7 +1129,7 @@ static qkv_status run_loop(run_state *r) {
             last_save = st.step;
         }
         if (stopped) {
-            run_note(o, "stopped after step %lld of %lld (%s); continue with --resume", (long long)st.step,
+            qkv__note(o->note, o->user, "stopped after step %lld of %lld (%s); continue with --resume", (long long)st.step,
                      (long long)o->steps, why);
             break;
         }
@@ -1339,7 +1329,7 @@ qkv_status qkv_train_run(const qkv_train_opts *in) {
             if (state->tr[i].step <= state->step) r.tr[r.n_tr++] = state->tr[i];
         for (int64_t i = 0; i < state->n_ev; i++)
             if (state->ev[i].step <= state->step) r.ev[r.n_ev++] = state->ev[i];
-        run_note(&o, "resuming from %s (step %lld of %lld)", ckpt, (long long)state->step, (long long)o.steps);
+        qkv__note(o.note, o.user, "resuming from %s (step %lld of %lld)", ckpt, (long long)state->step, (long long)o.steps);
     }
     r.step0 = qkv_trainer_steps_done(r.t);
     r.o = &o;
