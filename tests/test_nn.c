@@ -14,6 +14,8 @@
  */
 /* testutil.h: helpers this test does not use, and a "/\*" inside its opening comment */
 
+#include <omp.h>
+
 #include "core/core_int.h" /* ctx->tape: to see that inference mode records nothing */
 #include "testutil.h"
 
@@ -246,6 +248,44 @@ static void test_init(void) {
     qkv_params_free(p);
 }
 
+/* Initial values are drawn in parallel chunks of 65536, each from its own stream: the same whatever
+ * the thread count, different between seeds and between chunks, and still N(0, sd^2) over many chunks. */
+static void big_embedding(qkv_params **p, qkv_embedding_m *m, uint64_t seed, int threads) {
+    *p = qkv_params_new();
+    TU_CHECK(qkv_embedding_init(m, *p, "big", 5000, 64, 0.02f) == QKV_OK, "embedding init");
+    int before = omp_get_max_threads();
+    omp_set_num_threads(threads);
+    TU_CHECK(qkv_params_alloc(*p, seed) == QKV_OK, "alloc");
+    omp_set_num_threads(before);
+}
+
+static void test_init_chunks(void) {
+    qkv_params *p1, *p3, *q;
+    qkv_embedding_m e1, e3, f;
+    big_embedding(&p1, &e1, 7, 1);
+    big_embedding(&p3, &e3, 7, 3);
+    big_embedding(&q, &f, 8, 2);
+    const int64_t n = qkv_tensor_numel(e1.weight);
+    int same = memcmp(e1.weight->data, e3.weight->data, (size_t)n * sizeof(float)) == 0;
+    int64_t differ = 0, chunk_twins = 0;
+    for (int64_t i = 0; i < n; i++) differ += e1.weight->data[i] != f.weight->data[i];
+    for (int64_t i = 0; i + 65536 < n; i++) chunk_twins += e1.weight->data[i] == e1.weight->data[i + 65536];
+    double mean, var, amax, sd = 0.02;
+    stats(e1.weight, &mean, &var, &amax);
+    int ok = fabs(mean) < 5 * sd / sqrt((double)n) && fabs(var - sd * sd) < 5 * sd * sd * sqrt(2.0 / (double)n);
+    TU_CHECK(same, "init differs between 1 and 3 threads");
+    TU_CHECK(differ > n * 0.99, "seeds 7 and 8 gave %lld equal values of %lld", (long long)(n - differ), (long long)n);
+    TU_CHECK(chunk_twins < 10, "%lld values equal to the one a chunk later (chunks share a stream?)",
+             (long long)chunk_twins);
+    TU_CHECK(ok, "5 chunks of N(0,0.02^2): mean %g var %g", mean, var);
+    printf("%-4s init in %lld chunks: same on 1 and 3 threads, seeds differ, chunks differ, mean %+.6f std %.5f\n",
+           same && ok && differ > n * 0.99 && chunk_twins < 10 ? "ok" : "FAIL", (long long)((n + 65535) / 65536),
+           mean, sqrt(var));
+    qkv_params_free(p1);
+    qkv_params_free(p3);
+    qkv_params_free(q);
+}
+
 /* ---- forward behaviour ---- */
 
 static void fill(qkv_tensor *t, uint64_t seed) {
@@ -414,6 +454,7 @@ int main(void) {
     test_sinusoidal();
     test_names();
     test_init();
+    test_init_chunks();
     test_inference_and_dropout();
     test_attention_paths();
     test_errors();

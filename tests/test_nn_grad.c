@@ -166,14 +166,17 @@ static double eval(qkv_ctx *ctx, block *b, int n_in, const gc_input *spec, float
 /* d L / d x[j] by finite differences, or NAN when every step tried crosses a ReLU kink. With no
  * ReLU input changing sign within 2h: central differences at h and 2h, Richardson-extrapolated (the
  * h^2 terms cancel, leaving O(h^4), so h can be large enough to keep the float32 rounding noise of L
- * small). A sign change means L is not smooth there: retry with h/2 and h/4, then fall back to the
- * second-order one-sided formula (-3 L(x) + 4 L(x+h) - L(x+2h)) / 2h on a side without a sign
- * change, the smooth piece the analytic gradient belongs to. *how: 0 at h, 1 smaller h, 2 one-sided. */
+ * small). A sign change means L is not smooth there: retry with h/2, h/4, h/8 and h/16, then fall
+ * back to the second-order one-sided formula (-3 L(x) + 4 L(x+h) - L(x+2h)) / 2h on a side without a
+ * sign change, the smooth piece the analytic gradient belongs to, at the largest h that had such a
+ * side (the rounding noise of that formula grows as h shrinks). *how: 0 at h, 1 smaller h, 2
+ * one-sided. */
 static double numeric_grad(float *x, int64_t j, double L0, uint64_t kinks0, qkv_ctx *ctx, block *b, int n_in,
                            const gc_input *spec, float **vals, const float *w, int64_t w_n, int *how) {
     const float x0 = x[j];
     float h = FD_H;
-    for (int attempt = 0; attempt < 3; attempt++, h /= 2) {
+    double one_sided = NAN;
+    for (int attempt = 0; attempt < 5; attempt++, h /= 2) {
         const float step[4] = {h, 2 * h, -h, -2 * h};
         double L[4];
         int same[4];
@@ -189,12 +192,12 @@ static double numeric_grad(float *x, int64_t j, double L0, uint64_t kinks0, qkv_
             double d1 = (L[0] - L[2]) / (2.0 * h), d2 = (L[1] - L[3]) / (4.0 * h);
             return (4.0 * d1 - d2) / 3.0;
         }
-        if (attempt < 2) continue;
-        *how = 2;
-        if (same[0] && same[1]) return (-3.0 * L0 + 4.0 * L[0] - L[1]) / (2.0 * h);
-        if (same[2] && same[3]) return (3.0 * L0 - 4.0 * L[2] + L[3]) / (2.0 * h);
+        if (!isnan(one_sided)) continue;
+        if (same[0] && same[1]) one_sided = (-3.0 * L0 + 4.0 * L[0] - L[1]) / (2.0 * h);
+        else if (same[2] && same[3]) one_sided = (3.0 * L0 - 4.0 * L[2] + L[3]) / (2.0 * h);
     }
-    return NAN;
+    *how = 2;
+    return one_sided;
 }
 
 /* Compares one tensor's analytic gradient with finite differences of its values x[0..m); prints one
@@ -235,7 +238,7 @@ static double check_tensor(const char *block_name, const char *what, float *x, c
     printf("%-4s grad %-30s %-40s n=%-4lld max_rel_err %.2e (tol %.0e)", ok ? "ok" : "FAIL", block_name, what,
            (long long)m, err, GC_TOL);
     if (smaller || one_sided || skipped)
-        printf(" [ReLU kink near: %lld at h/2 or h/4, %lld one-sided, %lld skipped]", (long long)smaller,
+        printf(" [ReLU kink near: %lld at h/2..h/16, %lld one-sided, %lld skipped]", (long long)smaller,
                (long long)one_sided, (long long)skipped);
     printf("\n");
     if (!ok && at >= 0)

@@ -154,7 +154,9 @@ void qkv_params_free(qkv_params *p);
 qkv_tensor *qkv_params_add(qkv_params *p, const char *name, int ndim, const int64_t *shape, qkv_init init,
                            int no_decay);
 /* Allocates the value and gradient blocks (64-byte aligned, each tensor's slice aligned too) and
- * fills every value by its init, drawing from one RNG seeded with seed in declaration order. */
+ * fills every value by its init. Random values come in chunks of 65536 per tensor, each chunk from
+ * its own stream seeded by (seed, tensor index in declaration order, chunk): filled in parallel, and
+ * the same for a given seed and declaration whatever the thread count. */
 qkv_status qkv_params_alloc(qkv_params *p, uint64_t seed);
 
 int qkv_params_count(const qkv_params *p);          /* number of tensors */

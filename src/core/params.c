@@ -7,6 +7,7 @@
  * Not here: file formats (src/io/), initialisation schemes beyond the simple kinds in qkv_init.
  */
 #include <stdlib.h>
+#include <math.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -125,6 +126,61 @@ oom:
     return NULL;
 }
 
+/* Initial values, in chunks of INIT_CHUNK floats, each drawn from its own stream seeded by (seed,
+ * tensor, chunk): the chunks run in parallel and the values do not depend on the thread count.
+ * Normal deviates come in Box-Muller pairs (both the cosine and the sine are used). GPT-2 124M's
+ * init went from 6-9 s to well under a second this way. */
+#define INIT_CHUNK 65536
+
+static void init_chunk(float *x, int64_t n, qkv_init init, uint64_t seed, int tensor, int64_t chunk) {
+    const float a = init.a;
+    switch (init.kind) {
+    case QKV_INIT_ZEROS: memset(x, 0, (size_t)n * sizeof *x); return;
+    case QKV_INIT_ONES:
+        for (int64_t j = 0; j < n; j++) x[j] = 1.0f;
+        return;
+    default: break;
+    }
+    qkv_rng r;
+    qkv_rng_seed(&r, seed ^ ((uint64_t)tensor << 40) ^ ((uint64_t)chunk * 0x9E3779B97F4A7C15ull));
+    if (init.kind == QKV_INIT_UNIFORM) {
+        for (int64_t j = 0; j < n; j++) x[j] = a * (2.0f * qkv_rng_uniform(&r) - 1.0f);
+        return;
+    }
+    for (int64_t j = 0; j < n; j += 2) {
+        /* u1 in (0,1] so the log is finite */
+        double u1 = ((double)(qkv_rng_u64(&r) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
+        double u2 = (double)(qkv_rng_u64(&r) >> 11) * (1.0 / 9007199254740992.0);
+        double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586 * u2;
+        x[j] = a * (float)(rad * cos(th));
+        if (j + 1 < n) x[j + 1] = a * (float)(rad * sin(th));
+    }
+}
+
+static void init_values(qkv_params *p, uint64_t seed) {
+    int64_t total = 0; /* chunks over all tensors */
+    for (int i = 0; i < p->n; i++) {
+        param_entry *pe = p->e[i];
+        pe->t.data = p->data + pe->offset;
+        pe->t.grad = p->grad + pe->offset;
+        total += (qkv_tensor_numel(&pe->t) + INIT_CHUNK - 1) / INIT_CHUNK;
+    }
+#pragma omp parallel for schedule(dynamic, 4) if (total > 4)
+    for (int64_t c = 0; c < total; c++) {
+        int64_t k = c; /* find the tensor and the chunk within it */
+        int i = 0;
+        int64_t nch = 0;
+        for (; i < p->n; i++) {
+            nch = (qkv_tensor_numel(&p->e[i]->t) + INIT_CHUNK - 1) / INIT_CHUNK;
+            if (k < nch) break;
+            k -= nch;
+        }
+        param_entry *pe = p->e[i];
+        const int64_t n = qkv_tensor_numel(&pe->t), j0 = k * INIT_CHUNK;
+        init_chunk(pe->t.data + j0, n - j0 < INIT_CHUNK ? n - j0 : INIT_CHUNK, pe->init, seed, i, k);
+    }
+}
+
 qkv_status qkv_params_alloc(qkv_params *p, uint64_t seed) {
     if (!p) return qkv__set_error(QKV_ERR_ARG, "qkv_params_alloc: NULL block");
     if (p->data) return qkv__set_error(QKV_ERR_STATE, "qkv_params_alloc: already allocated");
@@ -138,23 +194,7 @@ qkv_status qkv_params_alloc(qkv_params *p, uint64_t seed) {
         return qkv__set_error(QKV_ERR_NOMEM, "qkv_params_alloc: cannot allocate 2 x %zu bytes", bytes);
     }
     p->bytes = bytes;
-    qkv_rng r;
-    qkv_rng_seed(&r, seed);
-    for (int i = 0; i < p->n; i++) {
-        param_entry *pe = p->e[i];
-        pe->t.data = p->data + pe->offset;
-        pe->t.grad = p->grad + pe->offset;
-        int64_t n = qkv_tensor_numel(&pe->t);
-        float a = pe->init.a;
-        for (int64_t j = 0; j < n; j++) {
-            switch (pe->init.kind) {
-            case QKV_INIT_ZEROS: pe->t.data[j] = 0.0f; break;
-            case QKV_INIT_ONES: pe->t.data[j] = 1.0f; break;
-            case QKV_INIT_NORMAL: pe->t.data[j] = a * qkv_rng_normal(&r); break;
-            case QKV_INIT_UNIFORM: pe->t.data[j] = a * (2.0f * qkv_rng_uniform(&r) - 1.0f); break;
-            }
-        }
-    }
+    init_values(p, seed);
     return QKV_OK;
 }
 
