@@ -34,6 +34,12 @@ static qkv_tensor *f_conv1d(qkv_ctx *ctx, qkv_tensor **in, void *u) { return qkv
 static qkv_tensor *f_conv1d_res(qkv_ctx *ctx, qkv_tensor **in, void *u) {
     return qkv_conv1d(ctx, in[0], in[1], in[2], in[3]);
 }
+static qkv_tensor *f_linear_res(qkv_ctx *ctx, qkv_tensor **in, void *u) {
+    return qkv_linear_residual(ctx, in[0], in[1], in[2], in[3]);
+}
+static qkv_tensor *f_linear_res_nobias(qkv_ctx *ctx, qkv_tensor **in, void *u) {
+    return qkv_linear_residual(ctx, in[0], in[1], NULL, in[2]);
+}
 static qkv_tensor *f_conv1d_res_nobias(qkv_ctx *ctx, qkv_tensor **in, void *u) {
     return qkv_conv1d(ctx, in[0], in[1], NULL, in[2]);
 }
@@ -151,6 +157,9 @@ int main(void) {
         {"conv1d with bias and residual", f_conv1d_res, 4, {IN(3, 2, 3, 4), IN(2, 4, 5), IN(1, 5), IN(3, 2, 3, 5)},
          NULL},
         {"conv1d with residual, no bias", f_conv1d_res_nobias, 3, {IN(2, 3, 4), IN(2, 4, 5), IN(2, 3, 5)}, NULL},
+        {"linear with bias and residual", f_linear_res, 4, {IN(3, 2, 3, 4), IN(2, 5, 4), IN(1, 5), IN(3, 2, 3, 5)},
+         NULL},
+        {"linear with residual, no bias", f_linear_res_nobias, 3, {IN(2, 3, 4), IN(2, 5, 4), IN(2, 3, 5)}, NULL},
         {"add same shape", f_add, 2, {IN(3, 2, 3, 4), IN(3, 2, 3, 4)}, NULL},
         {"add broadcast (C)", f_add, 2, {IN(3, 2, 3, 4), IN(1, 4)}, NULL},
         {"add broadcast (T,C)", f_add, 2, {IN(3, 2, 3, 4), IN(2, 3, 4)}, NULL},

@@ -8,6 +8,8 @@
  *     pieces (the second piece attends to the cached first one),
  *   - 16 greedy tokens from the KV cache (prefill, then 1-token steps) against PyTorch's greedy
  *     continuation computed with a full forward per token: ids must be identical;
+ * all of it again in the inference layout (qkv_gpt_set_inference_layout: projections transposed to
+ * [out, in], computed as nn.Linear), which must also refuse HF saving and switch back bit for bit;
  * and check that save + reload gives bit-identical parameters.
  * Tolerance: max |qkv - torch| <= 1e-4 on logits of magnitude ~1-10. Both sides compute in float32
  * with different summation orders (blocked GEMM, online softmax); the observed error is ~1e-6, so
@@ -57,27 +59,12 @@ static void rm_model_dir(const char *dir) {
     rmdir(dir);
 }
 
-static void test_model(const char *name) {
-    char file[256], dir[1024];
-    snprintf(file, sizeof file, "%s.bin", name);
-    tu_golden *g = tu_golden_load(file);
-    snprintf(dir, sizeof dir, "%s/%s", tu_golden_dir(), name);
-    qkv_gpt *m = qkv_hf_gpt2_load(dir);
-    TU_CHECK(m != NULL, "%s: load failed: %s", dir, qkv_last_error());
-    if (!m) {
-        tu_golden_free(g);
-        return;
-    }
-    const qkv_gpt_config *cfg = qkv_gpt_get_config(m);
-    const int64_t V = cfg->vocab_size, P = cfg->n_positions;
-    printf("%s: V %lld P %lld C %lld L %d H %d\n", name, (long long)V, (long long)P, (long long)cfg->n_embd,
-           cfg->n_layer, cfg->n_head);
-    qkv_ctx *ctx = qkv_ctx_new(0);
-    qkv_ctx_set_grad(ctx, 0);
-    qkv_gpt_cache *cache = qkv_gpt_cache_new(m, P);
-    float *buf = malloc(sizeof(float) * (size_t)(P * V));
-    char what[128];
-
+/* Every comparison with the PyTorch goldens, on m in its current weight layout (lay names it). */
+static void compare_with_torch(const char *name, const char *lay, qkv_gpt *m, tu_golden *g, qkv_ctx *ctx,
+                               qkv_gpt_cache *cache, float *buf) {
+    const int64_t V = qkv_gpt_get_config(m)->vocab_size;
+    char what[160];
+    printf("%s, %s:\n", name, lay);
     for (int i = 0;; i++) {
         char pn[32], ln[32];
         snprintf(pn, sizeof pn, "prompt%d", i);
@@ -147,12 +134,57 @@ static void test_model(const char *name) {
     for (int t = 0; t < n_new; t++) printf(" %d%s", got[t], got[t] == want[t] ? "" : "(!)");
     printf("\n");
 
+}
+
+static void test_model(const char *name) {
+    char file[256], dir[1024];
+    snprintf(file, sizeof file, "%s.bin", name);
+    tu_golden *g = tu_golden_load(file);
+    snprintf(dir, sizeof dir, "%s/%s", tu_golden_dir(), name);
+    qkv_gpt *m = qkv_hf_gpt2_load(dir);
+    TU_CHECK(m != NULL, "%s: load failed: %s", dir, qkv_last_error());
+    if (!m) {
+        tu_golden_free(g);
+        return;
+    }
+    const qkv_gpt_config *cfg = qkv_gpt_get_config(m);
+    const int64_t V = cfg->vocab_size, P = cfg->n_positions;
+    printf("%s: V %lld P %lld C %lld L %d H %d\n", name, (long long)V, (long long)P, (long long)cfg->n_embd,
+           cfg->n_layer, cfg->n_head);
+    qkv_ctx *ctx = qkv_ctx_new(0);
+    qkv_ctx_set_grad(ctx, 0);
+    qkv_gpt_cache *cache = qkv_gpt_cache_new(m, P);
+    float *buf = malloc(sizeof(float) * (size_t)(P * V));
+
+    compare_with_torch(name, "Hugging Face layout", m, g, ctx, cache, buf);
+
+    /* the inference layout: the same numbers, HF saving refused, and back again bit for bit */
+    qkv_params *pm = qkv_gpt_params(m);
+    const size_t nbytes = sizeof(float) * (size_t)qkv_params_numel(pm);
+    float *snap = malloc(nbytes);
+    memcpy(snap, qkv_params_data(pm), nbytes);
+    TU_CHECK(qkv_gpt_set_inference_layout(m, 1) == QKV_OK && qkv_gpt_inference_layout(m), "inference layout on: %s",
+             qkv_last_error());
+    compare_with_torch(name, "inference layout (projections [out, in])", m, g, ctx, cache, buf);
+    TU_CHECK(qkv_hf_gpt2_save(m, "/tmp/qkv_never_written") == QKV_ERR_STATE &&
+                 strstr(qkv_last_error(), "inference layout") && access("/tmp/qkv_never_written", F_OK) != 0,
+             "save in the inference layout: %s", qkv_last_error());
+    TU_CHECK(qkv_gpt_set_inference_layout(m, 0) == QKV_OK && !qkv_gpt_inference_layout(m), "inference layout off");
+    int back = memcmp(snap, qkv_params_data(pm), nbytes) == 0;
+    for (int i = 0; i < qkv_params_count(pm) && back; i++) {
+        qkv_tensor *t = qkv_params_get(pm, i);
+        if (strstr(t->name, "c_attn.weight")) back = t->shape[0] == cfg->n_embd && t->shape[1] == 3 * cfg->n_embd;
+    }
+    TU_CHECK(back, "%s: weights or shapes not restored after the inference layout", name);
+    printf("%-4s %s inference layout: save refused, switched back bit for bit\n", back ? "ok" : "FAIL", name);
+    free(snap);
+
     /* save + reload: bit-identical parameters */
     char tmpl[] = "/tmp/qkv_test_gpt2_XXXXXX";
     char *tdir = mkdtemp(tmpl);
     char sdir[1100];
     snprintf(sdir, sizeof sdir, "%s/model", tdir ? tdir : "/tmp");
-    s = tdir ? qkv_hf_gpt2_save(m, sdir) : QKV_ERR_IO;
+    qkv_status s = tdir ? qkv_hf_gpt2_save(m, sdir) : QKV_ERR_IO;
     TU_CHECK(s == QKV_OK, "save %s: %s", sdir, qkv_last_error());
     qkv_gpt *m2 = s == QKV_OK ? qkv_hf_gpt2_load(sdir) : NULL;
     TU_CHECK(m2 != NULL, "reload %s: %s", sdir, qkv_last_error());

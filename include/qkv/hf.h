@@ -37,7 +37,8 @@ qkv_gpt *qkv_hf_gpt2_load(const char *dir);
 
 /* Writes m into dir (created when missing, one level, mode 0777 & ~umask): dir/config.json and
  * dir/model.safetensors, each to a temporary name in dir and renamed into place, so each file is
- * either its old complete version or the new one. Other files in dir are left alone. */
+ * either its old complete version or the new one. Other files in dir are left alone. A model in the
+ * inference layout (qkv_gpt_set_inference_layout) is refused with QKV_ERR_STATE. */
 qkv_status qkv_hf_gpt2_save(const qkv_gpt *m, const char *dir);
 
 /* Reads a GPT-2 config.json into *cfg (untouched on error). Keys: vocab_size, n_positions (or the

@@ -27,6 +27,8 @@ extern "C" {
 qkv_tensor *qkv_matmul(qkv_ctx *ctx, qkv_tensor *a, qkv_tensor *b, int ta, int tb);
 /* PyTorch nn.Linear: x (...,IN), w (OUT,IN), bias (OUT) or NULL -> x w^T + bias (...,OUT). */
 qkv_tensor *qkv_linear(qkv_ctx *ctx, qkv_tensor *x, qkv_tensor *w, qkv_tensor *bias);
+/* residual + x w^T + bias with residual (...,OUT) or NULL, folded into the product like qkv_conv1d's. */
+qkv_tensor *qkv_linear_residual(qkv_ctx *ctx, qkv_tensor *x, qkv_tensor *w, qkv_tensor *bias, qkv_tensor *residual);
 /* Hugging Face Conv1D (GPT-2's projections, torch.addmm): x (...,IN), w (IN,OUT) stored [in, out],
  * bias (OUT) or NULL, residual (...,OUT) or NULL -> residual + x w + bias (...,OUT). The bias and the
  * residual are folded into the matrix product (no extra pass, no intermediate tensor). */

@@ -384,6 +384,9 @@ static int write_config_cb(FILE *f, const void *c) { return write_config(f, c); 
 
 qkv_status qkv_hf_gpt2_save(const qkv_gpt *m, const char *dir) {
     if (!m || !dir || !*dir) return qkv__set_error(QKV_ERR_ARG, "qkv_hf_gpt2_save: %s", m ? "no directory given" : "model is NULL");
+    if (qkv_gpt_inference_layout(m))
+        return qkv__set_error(QKV_ERR_STATE, "qkv_hf_gpt2_save: %s: the model holds its projections in the inference "
+                              "layout; qkv_gpt_set_inference_layout(m, 0) first", dir);
     if (mkdir(dir, 0777) != 0 && errno != EEXIST)
         return qkv__set_error(QKV_ERR_IO, "%s: cannot create directory: %s", dir, strerror(errno));
     struct stat sb;

@@ -12,6 +12,10 @@
  * (logits = h wte^T). The key/value cache holds, per layer, the k and v rows of every position seen
  * so far as (max_len, C) arrays: a step appends its n new rows and hands the attention op a view of
  * rows [0, len+n), whose causal mask is aligned at the end (query i sees keys j <= i + len).
+ * One exception, opt-in for inference: qkv_gpt_set_inference_layout() transposes the four projection
+ * weights of every block in place to [out, in] (nn.Linear's layout), so that a decode step's
+ * matrix-vector products dot contiguous rows with x; the projections are then x W^T + b. The same
+ * call with 0 transposes them back (bit for bit); Hugging Face saving refuses the inference layout.
  */
 #include <math.h>
 #include <stddef.h>
@@ -41,6 +45,7 @@ struct qkv_gpt {
     qkv_embedding_m wpe;  /* wpe.weight (P,C) */
     gpt_block h[QKV_GPT_MAX_LAYERS];
     qkv_tensor *ln_f_w, *ln_f_b; /* ln_f.weight, ln_f.bias (C) */
+    int linear_layout;           /* projection weights held [out, in] (qkv_gpt_set_inference_layout) */
 };
 
 /* ---- the parameter table: name <-> field <-> shape <-> init, read by qkv_gpt_new ---- */
@@ -183,6 +188,34 @@ void qkv_gpt_free(qkv_gpt *m) {
     free(m);
 }
 
+/* In-place transpose of one (r, c) matrix through tmp (r*c floats); the tensor's shape follows. */
+static void transpose_weight(qkv_tensor *t, float *tmp) {
+    const int64_t r = t->shape[0], c = t->shape[1];
+    for (int64_t i = 0; i < r; i++)
+        for (int64_t j = 0; j < c; j++) tmp[j * r + i] = t->data[i * c + j];
+    memcpy(t->data, tmp, (size_t)(r * c) * sizeof(float));
+    t->shape[0] = c;
+    t->shape[1] = r;
+}
+
+qkv_status qkv_gpt_set_inference_layout(qkv_gpt *m, int on) {
+    if (!m) return qkv__set_error(QKV_ERR_ARG, "qkv_gpt_set_inference_layout: model is NULL");
+    if ((on != 0) == m->linear_layout) return QKV_OK;
+    const int64_t C = m->cfg.n_embd;
+    float *tmp = malloc((size_t)(4 * C * C) * sizeof(float)); /* the largest projection, c_fc / mlp.c_proj */
+    if (!tmp) return qkv__set_error(QKV_ERR_NOMEM, "qkv_gpt_set_inference_layout: out of memory");
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        gpt_block *b = &m->h[l];
+        qkv_tensor *w[4] = {b->c_attn_w, b->attn_proj_w, b->c_fc_w, b->mlp_proj_w};
+        for (int i = 0; i < 4; i++) transpose_weight(w[i], tmp);
+    }
+    free(tmp);
+    m->linear_layout = on != 0;
+    return QKV_OK;
+}
+
+int qkv_gpt_inference_layout(const qkv_gpt *m) { return m ? m->linear_layout : 0; }
+
 const qkv_gpt_config *qkv_gpt_get_config(const qkv_gpt *m) { return m ? &m->cfg : NULL; }
 qkv_params *qkv_gpt_params(qkv_gpt *m) { return m ? m->params : NULL; }
 
@@ -195,11 +228,17 @@ typedef struct {
     int64_t pos;
 } kv_slot;
 
-/* x + dropout(h @ w + b): the residual is folded into the Conv1D product unless dropout sits between. */
-static qkv_tensor *residual_conv1d(qkv_ctx *ctx, qkv_tensor *x, qkv_tensor *h, qkv_tensor *w, qkv_tensor *b, float p) {
-    if (p > 0.0f && qkv_ctx_training(ctx))
-        return qkv_add(ctx, x, qkv_dropout(ctx, qkv_conv1d(ctx, h, w, b, NULL), p));
-    return qkv_conv1d(ctx, h, w, b, x);
+/* A block projection h @ w + b (+ res): Conv1D on HF's [in, out] weights, Linear on [out, in]. */
+static qkv_tensor *project(qkv_ctx *ctx, const qkv_gpt *m, qkv_tensor *h, qkv_tensor *w, qkv_tensor *b,
+                           qkv_tensor *res) {
+    return m->linear_layout ? qkv_linear_residual(ctx, h, w, b, res) : qkv_conv1d(ctx, h, w, b, res);
+}
+
+/* x + dropout(h @ w + b): the residual is folded into the product unless dropout sits between. */
+static qkv_tensor *residual_proj(qkv_ctx *ctx, const qkv_gpt *m, qkv_tensor *x, qkv_tensor *h, qkv_tensor *w,
+                                 qkv_tensor *b, float p) {
+    if (p > 0.0f && qkv_ctx_training(ctx)) return qkv_add(ctx, x, qkv_dropout(ctx, project(ctx, m, h, w, b, NULL), p));
+    return project(ctx, m, h, w, b, x);
 }
 
 /* x (B,T,C) -> x + attn(ln_1(x)) + mlp(ln_2(...)), GPT2Block. */
@@ -209,7 +248,7 @@ static qkv_tensor *block_forward(qkv_ctx *ctx, const qkv_gpt *m, const gpt_block
     const int64_t C = c->n_embd;
     /* attention sub-block */
     qkv_tensor *h = qkv_layernorm(ctx, x, blk->ln_1_w, blk->ln_1_b, c->layer_norm_epsilon); /* ln_1(x) */
-    qkv_tensor *qkv = qkv_conv1d(ctx, h, blk->c_attn_w, blk->c_attn_b, NULL);             /* c_attn(h) */
+    qkv_tensor *qkv = project(ctx, m, h, blk->c_attn_w, blk->c_attn_b, NULL);             /* c_attn(h) */
     qkv_tensor *q = NULL, *k = NULL, *v = NULL;
     if (qkv) {
         qkv_tensor *parts[3];
@@ -228,12 +267,12 @@ static qkv_tensor *block_forward(qkv_ctx *ctx, const qkv_gpt *m, const gpt_block
     }
     qkv_attn_opts ao = {.n_head = c->n_head, .causal = 1, .dropout = c->attn_pdrop};
     qkv_tensor *a = qkv_attention(ctx, q, k, v, &ao);       /* softmax(q k^T / sqrt(D) + causal) v */
-    x = residual_conv1d(ctx, x, a, blk->attn_proj_w, blk->attn_proj_b, c->resid_pdrop); /* x + drop(c_proj(a)) */
+    x = residual_proj(ctx, m, x, a, blk->attn_proj_w, blk->attn_proj_b, c->resid_pdrop); /* x + drop(c_proj(a)) */
     /* MLP sub-block */
     h = qkv_layernorm(ctx, x, blk->ln_2_w, blk->ln_2_b, c->layer_norm_epsilon); /* ln_2(x) */
-    h = qkv_conv1d(ctx, h, blk->c_fc_w, blk->c_fc_b, NULL);                     /* mlp.c_fc(h) */
+    h = project(ctx, m, h, blk->c_fc_w, blk->c_fc_b, NULL);                     /* mlp.c_fc(h) */
     h = qkv_gelu(ctx, h, 1);                                                    /* gelu_new(h) */
-    return residual_conv1d(ctx, x, h, blk->mlp_proj_w, blk->mlp_proj_b, c->resid_pdrop); /* x + drop(mlp.c_proj(h)) */
+    return residual_proj(ctx, m, x, h, blk->mlp_proj_w, blk->mlp_proj_b, c->resid_pdrop); /* x + drop(mlp.c_proj(h)) */
 }
 
 /* Every id in [0, V): names the first bad one by its position (pos0 + t) and batch row. */

@@ -206,6 +206,10 @@ qkv_tensor *qkv_linear(qkv_ctx *ctx, qkv_tensor *x, qkv_tensor *w, qkv_tensor *b
     return linear_any(ctx, "linear", x, w, 0, bias, NULL);
 }
 
+qkv_tensor *qkv_linear_residual(qkv_ctx *ctx, qkv_tensor *x, qkv_tensor *w, qkv_tensor *bias, qkv_tensor *residual) {
+    return linear_any(ctx, "linear", x, w, 0, bias, residual);
+}
+
 qkv_tensor *qkv_conv1d(qkv_ctx *ctx, qkv_tensor *x, qkv_tensor *w, qkv_tensor *bias, qkv_tensor *residual) {
     return linear_any(ctx, "conv1d", x, w, 1, bias, residual);
 }

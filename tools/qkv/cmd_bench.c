@@ -348,8 +348,10 @@ int qkv_cmd_bench(int argc, char **argv) {
         print_row(label, &tr, "ms/step");
         fflush(stdout);
     }
-    if (!rc && (do_prefill || do_decode))
-        rc = bench_infer(m, do_prefill, do_decode, prompt, gen, warmup, iters, &pre, &dec);
+    if (!rc && (do_prefill || do_decode)) { /* as qkv generate runs: projections in the inference layout */
+        if (qkv_gpt_set_inference_layout(m, 1) != QKV_OK) rc = fail("inference", qkv_last_error());
+        if (!rc) rc = bench_infer(m, do_prefill, do_decode, prompt, gen, warmup, iters, &pre, &dec);
+    }
     if (!rc && !json) {
         if (pre.ran) {
             snprintf(label, sizeof label, "prefill T=%ld", prompt);

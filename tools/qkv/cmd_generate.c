@@ -186,6 +186,11 @@ int qkv_cmd_generate(int argc, char **argv) {
         fprintf(stderr, "qkv generate: %s: %s\n", model_dir, qkv_last_error());
         goto done;
     }
+    /* generation only reads the weights: hold the projections [out, in] for faster decode steps */
+    if (qkv_gpt_set_inference_layout(m, 1) != QKV_OK) {
+        fprintf(stderr, "qkv generate: %s\n", qkv_last_error());
+        goto done;
+    }
     const int64_t P = qkv_gpt_get_config(m)->n_positions;
     const int32_t eos = qkv_tokenizer_eos(tok);
 
