@@ -3,7 +3,11 @@
 
 For each case it runs `qkv bench --json` and bench/torch_ref.py alternately (qkv first in odd rounds,
 PyTorch first in even ones, so neither always gets the cooler machine), each in its own process, and
-pools every timed repetition of every round. It prints, per case, the median and min-max of both sides,
+pools every timed repetition of every round. For prompt forward and decode, llama.cpp's own llama-bench
+(built here from source by bench/llama_setup.sh, on a GPT-2 124M-shaped float32 GGUF) takes its turn in
+the same rotation when it is set up: `-p 64 -n 128 -d 0,64`, so that its prompt forward from an empty
+cache and its 128 decode steps after 64 cached positions are the same work as qkv's and PyTorch's, and
+its tg128 from an empty cache (the README anchor's measure) is printed too. It prints, per case, the median and min-max of both sides,
 the ratio qkv / PyTorch of the medians (below 1: qkv is faster) and the speed-up PyTorch / qkv, tokens/s,
 for training steps the achieved GFLOP/s and the share of the machine's measured fp32 FMA peak, and the
 peak resident memory of each process. Attention cases also print the memory the computation itself took:
@@ -39,6 +43,29 @@ def run_json(cmd, env):
     d = json.loads(lines[-1])
     d["_wall_s"] = time.time() - t0
     return d
+
+
+def run_llama(cmd):
+    """llama-bench -o json: its samples (ns) per test, and the peak RSS of that one process (wait4)."""
+    t0 = time.time()
+    with open(os.devnull, "w") as null:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=null, text=True)
+        out = p.stdout.read()
+        _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise SystemExit("compare: %s failed (exit %d)" % (" ".join(cmd), p.returncode))
+    tests = json.loads(out)
+
+    def ms(n_prompt, n_gen, depth):
+        for t in tests:
+            if t["n_prompt"] == n_prompt and t["n_gen"] == n_gen and t.get("n_depth", 0) == depth:
+                return [x / 1e6 for x in t["samples_ns"]]
+        raise SystemExit("compare: llama-bench printed no test p=%d n=%d d=%d" % (n_prompt, n_gen, depth))
+
+    return {"prefill": {"ms": ms(64, 0, 0)}, "decode": {"ms": ms(0, 128, 64)}, "decode_d0": {"ms": ms(0, 128, 0)},
+            "peak_rss_mib": ru.ru_maxrss / 1024.0, "build": tests[0].get("build_commit"),
+            "type_k": tests[0].get("type_k"), "flash_attn": tests[0].get("flash_attn"), "_wall_s": time.time() - t0}
 
 
 def med(xs):
@@ -77,6 +104,9 @@ def main():
                     help="comma-separated subset of: train64, train256, small, infer, attention")
     ap.add_argument("--max-torch-attn-gib", type=float, default=12.0,
                     help="skip PyTorch attention cases whose T x T matrices (5 live) would exceed this")
+    ap.add_argument("--llama", default=os.path.join(HERE, ".llama"),
+                    help="where bench/llama_setup.sh put llama.cpp (build/bin/llama-bench, gpt2-124m-f32.gguf); "
+                         "'none' leaves llama.cpp out")
     ap.add_argument("--out", help="also write every raw result here as JSON")
     a = ap.parse_args()
     if not os.path.exists(a.qkv):
@@ -102,6 +132,10 @@ def main():
     torch_cmd = ["/usr/bin/python3", os.path.join(HERE, "torch_ref.py"), "--threads", str(a.threads)]
     qkv_cmd = [a.qkv, "bench", "--json", "--threads", str(a.threads)]
 
+    llama_bench = os.path.join(a.llama, "build", "bin", "llama-bench")
+    llama_model = os.path.join(a.llama, "gpt2-124m-f32.gguf")
+    have_llama = a.llama != "none" and os.path.exists(llama_bench) and os.path.exists(llama_model)
+
     peak = measured_peak(os.path.dirname(a.qkv))
     print("qkv vs PyTorch, %d threads each, %d alternating rounds per case%s" %
           (a.threads, a.rounds, " (quick)" if a.quick else ""))
@@ -115,21 +149,29 @@ def main():
           "torch.set_num_threads(%d); BLAS: %s)" % (" ".join(torch_cmd), a.threads, blas_note))
     print("PyTorch's setting: the best of those measured on these machines (../shared/bench/README.md); "
           "AdamW foreach=False, which measured faster here than foreach=True.")
+    if have_llama:
+        print("llama.cpp: %s -m %s -t %d (built from source with -DGGML_NATIVE=ON by bench/llama_setup.sh; "
+              "float32 weights, its default F16 KV cache and flash attention 'auto')" % (llama_bench, llama_model, a.threads))
+    elif "infer" in cases:
+        print("llama.cpp: not set up (bash bench/llama_setup.sh adds it to the prompt forward and decode rows)")
     print("Each cell: median [min-max] over every timed repetition of every round. ratio = qkv / PyTorch "
           "(medians; < 1 means qkv is faster), speed-up = PyTorch / qkv.\n", flush=True)
 
     raw = {"threads": a.threads, "peak_gflops": peak, "cases": []}
     peak2 = peak[1] if peak and a.threads >= 2 else (peak[0] if peak else None)
 
-    def both(label, qargs, targs):
+    def both(label, qargs, targs, lcmd=None):
+        """Every round runs each side once; the order rotates so that no side always goes first."""
         res = {"qkv": [], "torch": []}
+        sides = [("qkv", qkv_cmd + qargs, qkv_env), ("torch", torch_cmd + targs, torch_env)]
+        if lcmd:
+            res["llama"] = []
+            sides.append(("llama", lcmd, None))
         for r in range(a.rounds):
-            order = [("qkv", qkv_cmd + qargs, qkv_env), ("torch", torch_cmd + targs, torch_env)]
-            if r % 2:
-                order.reverse()
-            for side, cmd, env in order:
-                res[side].append(run_json(cmd, env))
-        raw["cases"].append({"case": label, "qkv_args": qargs, "torch_args": targs, **res})
+            k = r % len(sides)
+            for side, cmd, env in sides[k:] + sides[:k] if len(sides) > 2 else (sides[::-1] if r % 2 else sides):
+                res[side].append(run_llama(cmd) if side == "llama" else run_json(cmd, env))
+        raw["cases"].append({"case": label, "qkv_args": qargs, "torch_args": targs, "llama_cmd": lcmd, **res})
         return res
 
     def pool(runs, key, field="ms"):
@@ -147,6 +189,11 @@ def main():
                 if peak2:
                     extra += " (%.0f%% and %.0f%% of the measured peak %.0f)" % (100 * gq / peak2, 100 * gt / peak2, peak2)
             print(extra)
+
+    def llama_row(label, q, l, tokens):
+        print("    vs llama.cpp, %s: qkv %s ms, llama.cpp %s ms; ratio qkv / llama.cpp %.3f, tokens/s qkv %.1f, "
+              "llama.cpp %.1f" % (label, fmt_range(q), fmt_range(l), med(q) / med(l), tokens / (med(q) * 1e-3),
+                                  tokens / (med(l) * 1e-3)))
 
     def rss(res):
         return "    peak RSS per process (MiB): qkv %s, PyTorch %s" % (
@@ -178,18 +225,28 @@ def main():
         train_case("small char model train B=16 T=128", "small", 16, 128, 10 if q else 20, 5 if q else 10)
     if "infer" in cases:
         it = "2" if q else "3"
+        lcmd = [llama_bench, "-m", llama_model, "-p", "64", "-n", "128", "-d", "0,64", "-t", str(a.threads),
+                "-r", it, "-o", "json"] if have_llama else None
         res = both("GPT-2 124M prefill T=64 + decode 128",
                    ["--prefill", "--decode", "--prompt", "64", "--gen", "128", "--iters", it, "--warmup", "2"],
-                   ["--prefill", "--decode", "--prompt", "64", "--gen", "128", "--iters", it, "--warmup", "2"])
+                   ["--prefill", "--decode", "--prompt", "64", "--gen", "128", "--iters", it, "--warmup", "2"], lcmd)
         row("GPT-2 124M prompt forward T=64", pool(res["qkv"], "prefill"), pool(res["torch"], "prefill"), "ms", 64)
+        if lcmd:
+            llama_row("prompt forward T=64", pool(res["qkv"], "prefill"), pool(res["llama"], "prefill"), 64)
         bw = measured_bandwidth(os.path.dirname(a.qkv), a.threads)
         row("GPT-2 124M decode 128 after 64", pool(res["qkv"], "decode"), pool(res["torch"], "decode"),
             "ms/128 tok", 128)
+        if lcmd:
+            llama_row("decode 128 after 64", pool(res["qkv"], "decode"), pool(res["llama"], "decode"), 128)
+            lt = pool(res["llama"], "decode_d0")
+            print("    llama.cpp tg128 from an empty cache (llama-bench's own measure, the README anchor's 103): "
+                  "%s ms, %.1f tokens/s" % (fmt_range(lt), 128 / (med(lt) * 1e-3)))
         if bw:
             wbytes = res["qkv"][0]["params"] * 4.0
             print("    DRAM read bandwidth right after (build/bench_stream): %.1f GB/s; every weight once per token "
                   "(%.0f MB) caps decode at %.1f tokens/s" % (bw, wbytes / 1e6, bw * 1e9 / wbytes))
-        print(rss(res), flush=True)
+        print(rss(res) + ("" if not lcmd else ", llama.cpp %s" % fmt_range([d["peak_rss_mib"] for d in res["llama"]], "%.0f")),
+              flush=True)
     if "attention" in cases:
         print("\nattention alone, causal, B=1 D=64, forward + backward of sum(out), weights not requested")
         maxt = 2048 if q else 8192
