@@ -6,8 +6,8 @@
  * the block. Optimizers, checkpoints and (later) gradient all-reduce work on the whole block.
  * Not here: file formats (src/io/), initialisation schemes beyond the simple kinds in qkv_init.
  */
-#include <stdlib.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -129,7 +129,8 @@ oom:
 /* Initial values, in chunks of INIT_CHUNK floats, each drawn from its own stream seeded by (seed,
  * tensor, chunk): the chunks run in parallel and the values do not depend on the thread count.
  * Normal deviates come in Box-Muller pairs (both the cosine and the sine are used). GPT-2 124M's
- * init went from 6-9 s to well under a second this way. */
+ * init went from 6-9 s (one stream, one deviate per pair) to 1.8 s on 2 threads, page faults of the
+ * fresh 475 MiB block included. */
 #define INIT_CHUNK 65536
 
 static void init_chunk(float *x, int64_t n, qkv_init init, uint64_t seed, int tensor, int64_t chunk) {

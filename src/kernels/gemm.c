@@ -543,11 +543,12 @@ AVX512 static inline void dot4_avx512(const float *const w[4], int nrow, int64_t
 }
 
 /* M == 1 (generation with a KV cache): memory-bound, so the point is to stream each weight exactly
- * once at full bandwidth. tb = 1 (x @ W^T: the tied LM head): each pass dots four rows with x, one
- * from each quarter of [j0, j1), so that four long sequential streams run side by side; four
- * adjacent rows (one 12 KB stream that jumps every 3 KB) measured 15-20% slower on the GPT-2 head
- * (50257 x 768, two threads, in-process alternation). tb = 0: y is kept in registers 128 columns at
- * a time while the rows of B stream past. */
+ * once at full bandwidth. tb = 1 (x @ W^T: the tied LM head, and GPT-2's projections in the
+ * inference layout): a thread's rows [j0, j1) are dotted with x four per pass, one from each quarter
+ * of the range, so that four long sequential streams run side by side; four adjacent rows (one
+ * 12 KB stream that jumps every 3 KB) measured 15-20% slower on the GPT-2 head (50257 x 768, two
+ * threads, in-process alternation). tb = 0: y is kept in registers 128 columns at a time while the
+ * rows of B stream past. */
 AVX512 static void gemv_avx512(int tb, int64_t j0, int64_t j1, int64_t K, float alpha, const float *x,
                                const float *B, int64_t ldb, float beta, float *y) {
     if (tb) {

@@ -188,11 +188,14 @@ void qkv_gpt_free(qkv_gpt *m) {
     free(m);
 }
 
-/* In-place transpose of one (r, c) matrix through tmp (r*c floats); the tensor's shape follows. */
+/* In-place transpose of one (r, c) matrix through tmp (r*c floats), in 32 x 32 tiles so that both
+ * sides are read and written a cache line at a time; the tensor's shape follows. */
 static void transpose_weight(qkv_tensor *t, float *tmp) {
     const int64_t r = t->shape[0], c = t->shape[1];
-    for (int64_t i = 0; i < r; i++)
-        for (int64_t j = 0; j < c; j++) tmp[j * r + i] = t->data[i * c + j];
+    for (int64_t i0 = 0; i0 < r; i0 += 32)
+        for (int64_t j0 = 0; j0 < c; j0 += 32)
+            for (int64_t i = i0; i < i0 + 32 && i < r; i++)
+                for (int64_t j = j0; j < j0 + 32 && j < c; j++) tmp[j * r + i] = t->data[i * c + j];
     memcpy(t->data, tmp, (size_t)(r * c) * sizeof(float));
     t->shape[0] = c;
     t->shape[1] = r;
