@@ -232,9 +232,17 @@ static qkv_status init_decoder_layer(void *layer, qkv_params *p, const char *pre
     return qkv_decoder_layer_init(layer, p, prefix, cfg);
 }
 
-static qkv_status stack_init(const char *fn, qkv_params *p, const char *prefix, const qkv_layer_config *cfg,
-                             int n_layers, int final_norm, layer_init_fn init_layer, void *layers, size_t layer_size,
-                             qkv_layernorm_m *norm) {
+/* The module's parts: its layers array (layer_size bytes each), final norm, and the two fields that
+ * make it runnable, set only once every layer is set up. */
+typedef struct {
+    void *layers;
+    size_t layer_size;
+    qkv_layernorm_m *norm;
+    int *n_layers, *has_norm;
+} stack_parts;
+
+static qkv_status stack_init(const char *fn, stack_parts st, qkv_params *p, const char *prefix,
+                             const qkv_layer_config *cfg, int n_layers, int final_norm, layer_init_fn init_layer) {
     const char *pf = prefix ? prefix : "";
     qkv_status s = check_stack(fn, pf, n_layers);
     if (s == QKV_OK) s = check_config(fn, pf, cfg);
@@ -242,11 +250,15 @@ static qkv_status stack_init(const char *fn, qkv_params *p, const char *prefix, 
     char name[QKV__NN_NAME_MAX];
     for (int i = 0; i < n_layers && s == QKV_OK; i++) {
         if (!layer_prefix(name, pf, i)) return QKV_ERR_ARG;
-        s = init_layer((char *)layers + (size_t)i * layer_size, p, name, cfg);
+        s = init_layer((char *)st.layers + (size_t)i * st.layer_size, p, name, cfg);
     }
     if (s == QKV_OK && final_norm) {
         if (!qkv__nn_join(name, pf, "norm")) return QKV_ERR_ARG;
-        s = qkv_layernorm_init(norm, p, name, cfg->d_model, cfg->layer_norm_eps);
+        s = qkv_layernorm_init(st.norm, p, name, cfg->d_model, cfg->layer_norm_eps);
+    }
+    if (s == QKV_OK) {
+        *st.n_layers = n_layers;
+        *st.has_norm = final_norm != 0;
     }
     return s;
 }
@@ -255,26 +267,16 @@ qkv_status qkv_encoder_init(qkv_encoder_m *m, qkv_params *p, const char *prefix,
                             int n_layers, int final_norm) {
     if (!m) return qkv__set_error(QKV_ERR_ARG, "qkv_encoder_init: module is NULL");
     memset(m, 0, sizeof *m);
-    qkv_status s = stack_init("qkv_encoder_init", p, prefix, cfg, n_layers, final_norm, init_encoder_layer, m->layers,
-                              sizeof m->layers[0], &m->norm);
-    if (s == QKV_OK) { /* the stack can be run only once every layer is set up */
-        m->n_layers = n_layers;
-        m->has_norm = final_norm != 0;
-    }
-    return s;
+    stack_parts st = {m->layers, sizeof m->layers[0], &m->norm, &m->n_layers, &m->has_norm};
+    return stack_init("qkv_encoder_init", st, p, prefix, cfg, n_layers, final_norm, init_encoder_layer);
 }
 
 qkv_status qkv_decoder_init(qkv_decoder_m *m, qkv_params *p, const char *prefix, const qkv_layer_config *cfg,
                             int n_layers, int final_norm) {
     if (!m) return qkv__set_error(QKV_ERR_ARG, "qkv_decoder_init: module is NULL");
     memset(m, 0, sizeof *m);
-    qkv_status s = stack_init("qkv_decoder_init", p, prefix, cfg, n_layers, final_norm, init_decoder_layer, m->layers,
-                              sizeof m->layers[0], &m->norm);
-    if (s == QKV_OK) { /* the stack can be run only once every layer is set up */
-        m->n_layers = n_layers;
-        m->has_norm = final_norm != 0;
-    }
-    return s;
+    stack_parts st = {m->layers, sizeof m->layers[0], &m->norm, &m->n_layers, &m->has_norm};
+    return stack_init("qkv_decoder_init", st, p, prefix, cfg, n_layers, final_norm, init_decoder_layer);
 }
 
 /* x (B,T,C) -> (B,T,C) */
