@@ -21,7 +21,7 @@ static qkv__chunk *chunk_new(size_t size) {
     qkv__chunk *c = malloc(sizeof *c);
     if (!c) return NULL;
     size = (size + ARENA_ALIGN - 1) / ARENA_ALIGN * ARENA_ALIGN;
-    c->base = aligned_alloc(ARENA_ALIGN, size);
+    c->base = qkv__big_alloc(size);
     if (!c->base) {
         free(c);
         return NULL;
@@ -35,7 +35,7 @@ static qkv__chunk *chunk_new(size_t size) {
 static void chunks_free(qkv__chunk *c) {
     while (c) {
         qkv__chunk *n = c->next;
-        free(c->base);
+        qkv__big_free(c->base, c->size);
         free(c);
         c = n;
     }

@@ -61,6 +61,14 @@ int qkv__fail(qkv_ctx *ctx, qkv_status s, const char *fmt, ...) __attribute__((f
 /* Same for errors outside a context: kept per thread, read by qkv_last_error(). Returns s. */
 qkv_status qkv__set_error(qkv_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Large blocks (mem.c): at least QKV__BIG_MIN_BYTES come from an anonymous mapping (zero-filled,
+ * page-aligned) advised for transparent huge pages, smaller ones from aligned_alloc (64-byte aligned,
+ * not cleared). Free with the same size. Huge pages cut the page faults of a first training step
+ * 512-fold, and a fault is expensive in a virtual machine. */
+#define QKV__BIG_MIN_BYTES ((size_t)1 << 20)
+void *qkv__big_alloc(size_t bytes);
+void qkv__big_free(void *p, size_t bytes);
+
 /* Writes path atomically (file.c): write(f, arg) fills a temporary beside it (returning nonzero on
  * failure), which is fsync'ed and renamed over path; on any failure the temporary is removed, path is
  * untouched and the thread error names path. */

@@ -9,7 +9,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "core_int.h"
 
@@ -30,26 +29,18 @@ struct qkv_params {
     size_t bytes; /* of each block */
 };
 
-/* A zero-filled, 64-byte-aligned block. Large blocks are anonymous mappings: the kernel hands out
- * zero pages as they are first written, so a gradient block that inference never touches costs no
- * memory (GPT-2 124M: 475 MiB of resident memory and the time to clear it, saved per model load). */
-#define MAP_MIN_BYTES ((size_t)1 << 20)
+/* A zero-filled, 64-byte-aligned block. Large blocks are anonymous mappings (qkv__big_alloc): the
+ * kernel hands out zero pages as they are first written, so a gradient block that inference never
+ * touches costs no memory (GPT-2 124M: 475 MiB of resident memory and the time to clear it, saved
+ * per model load). */
 
 static float *block_alloc(size_t bytes) {
-    if (bytes >= MAP_MIN_BYTES) {
-        void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-        return m == MAP_FAILED ? NULL : m;
-    }
-    float *b = aligned_alloc(64, bytes);
-    if (b) memset(b, 0, bytes);
+    float *b = qkv__big_alloc(bytes);
+    if (b && bytes < QKV__BIG_MIN_BYTES) memset(b, 0, bytes);
     return b;
 }
 
-static void block_free(float *b, size_t bytes) {
-    if (!b) return;
-    if (bytes >= MAP_MIN_BYTES) munmap(b, bytes);
-    else free(b);
-}
+static void block_free(float *b, size_t bytes) { qkv__big_free(b, bytes); }
 
 qkv_params *qkv_params_new(void) {
     qkv_params *p = calloc(1, sizeof *p);
