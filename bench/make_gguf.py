@@ -145,6 +145,23 @@ def main():
 
     rng = np.random.default_rng(a.seed)
     tmp = a.out + ".tmp"
+    try:
+        n_params, size = write_body(tmp, head, ts, rng)
+    except BaseException as e:  # a full disk, a bad path, an interrupt: nothing half-written stays behind
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if isinstance(e, OSError):
+            sys.exit("make_gguf.py: %s: %s" % (a.out, e.strerror))
+        raise
+    if size != len(head) + offset:
+        os.unlink(tmp)
+        sys.exit("make_gguf.py: internal error: wrote %d bytes, expected %d" % (size, len(head) + offset))
+    os.replace(tmp, a.out)
+    print("make_gguf.py: wrote %s: %d tensors, %d parameters, %.1f MB" % (a.out, len(ts), n_params, size / 1e6))
+
+
+def write_body(tmp, head, ts, rng):
+    """The header, then every tensor (padded to ALIGN); returns (parameters, bytes written)."""
     n_params = 0
     with open(tmp, "wb") as f:
         f.write(head)
@@ -158,12 +175,7 @@ def main():
                 x = np.full(n, 1.0 if init == "ones" else 0.0, dtype=np.float32)
             b = x.astype("<f4", copy=False).tobytes()
             f.write(b + b"\0" * (pad(len(b)) - len(b)))
-        size = f.tell()
-    if size != len(head) + offset:
-        os.unlink(tmp)
-        sys.exit("make_gguf.py: internal error: wrote %d bytes, expected %d" % (size, len(head) + offset))
-    os.replace(tmp, a.out)
-    print("make_gguf.py: wrote %s: %d tensors, %d parameters, %.1f MB" % (a.out, len(ts), n_params, size / 1e6))
+        return n_params, f.tell()
 
 
 if __name__ == "__main__":
