@@ -61,6 +61,10 @@ int qkv__fail(qkv_ctx *ctx, qkv_status s, const char *fmt, ...) __attribute__((f
 /* Same for errors outside a context: kept per thread, read by qkv_last_error(). Returns s. */
 qkv_status qkv__set_error(qkv_status s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Box-Muller from two draws of r (rng.c): radius sqrt(-2 ln u1), angle 2 pi u2; radius * cos(angle)
+ * and radius * sin(angle) are two independent N(0,1) deviates (qkv_rng_normal uses the cosine). */
+void qkv__rng_box_muller(qkv_rng *r, double *radius, double *angle);
+
 /* Large blocks (mem.c): at least QKV__BIG_MIN_BYTES come from an anonymous mapping (zero-filled,
  * page-aligned) advised for transparent huge pages, smaller ones from aligned_alloc (64-byte aligned,
  * not cleared). Free with the same size. Huge pages cut the page faults of a first training step

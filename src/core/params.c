@@ -140,10 +140,8 @@ static void init_chunk(float *x, int64_t n, qkv_init init, uint64_t seed, int te
         return;
     }
     for (int64_t j = 0; j < n; j += 2) {
-        /* u1 in (0,1] so the log is finite */
-        double u1 = ((double)(qkv_rng_u64(&r) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
-        double u2 = (double)(qkv_rng_u64(&r) >> 11) * (1.0 / 9007199254740992.0);
-        double rad = sqrt(-2.0 * log(u1)), th = 6.283185307179586 * u2;
+        double rad, th;
+        qkv__rng_box_muller(&r, &rad, &th);
         x[j] = a * (float)(rad * cos(th));
         if (j + 1 < n) x[j + 1] = a * (float)(rad * sin(th));
     }

@@ -3,7 +3,7 @@
  * stream position depends only on how many deviates were drawn). */
 #include <math.h>
 
-#include "qkv/core.h"
+#include "core_int.h"
 
 static uint64_t splitmix64(uint64_t *x) {
     uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
@@ -34,9 +34,16 @@ uint64_t qkv_rng_u64(qkv_rng *r) {
 
 float qkv_rng_uniform(qkv_rng *r) { return (float)(qkv_rng_u64(r) >> 40) * (1.0f / 16777216.0f); }
 
-float qkv_rng_normal(qkv_rng *r) {
+void qkv__rng_box_muller(qkv_rng *r, double *radius, double *angle) {
     /* u1 in (0,1] so the log is finite. */
     double u1 = ((double)(qkv_rng_u64(r) >> 11) + 1.0) * (1.0 / 9007199254740992.0);
     double u2 = (double)(qkv_rng_u64(r) >> 11) * (1.0 / 9007199254740992.0);
-    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+    *radius = sqrt(-2.0 * log(u1));
+    *angle = 6.283185307179586 * u2;
+}
+
+float qkv_rng_normal(qkv_rng *r) {
+    double rad, th;
+    qkv__rng_box_muller(r, &rad, &th);
+    return (float)(rad * cos(th));
 }
